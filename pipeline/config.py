@@ -1,0 +1,192 @@
+"""Job configuration: a TOML file, overridable by CLI flags, validated with Pydantic.
+
+An unknown or invalid key is an error that names the key (``engine.max_num_seqs``),
+never a silent default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+PATCH = 28  # Qwen2.5-VL: 14 px patches merged 2x2
+
+
+class ConfigError(ValueError):
+    """The job configuration is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RasterizeConfig(_Section):
+    dpi: int = Field(150, ge=36, le=600, description="Render resolution for PDF pages before fitting to the pixel budget.")
+    min_pixels: int = Field(56 * 56, ge=PATCH * PATCH, description="Smallest page image, in pixels (width*height).")
+    max_pixels: int = Field(
+        1280 * PATCH * PATCH, ge=PATCH * PATCH, description="Largest page image in pixels; ~max_pixels/784 image tokens."
+    )
+    max_pages: int = Field(8, ge=1, description="Pages kept per document; extra pages are dropped with a warning.")
+    workers: int = Field(0, ge=0, description="Rasterizing processes; 0 = one per CPU core; 1 = in the main process.")
+    timeout_s: float = Field(120.0, gt=0, description="Time limit for rasterizing one document (worker processes only).")
+    max_source_pixels: int = Field(
+        178_956_970, ge=1, description="Refuse images/pages whose decoded size exceeds this (decompression-bomb guard)."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> "RasterizeConfig":
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
+        return self
+
+
+class PromptConfig(_Section):
+    system: str | None = Field(None, description="System prompt; None uses the built-in one.")
+    instructions: str | None = Field(None, description="Extra instructions appended to the schema-derived ones.")
+
+
+class EngineConfig(_Section):
+    name: str = Field("vllm", description="'vllm', or 'module:factory' for an engine of your own.")
+    model: str = Field(DEFAULT_MODEL, description="Hugging Face model name or a local checkpoint directory.")
+    profile: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="'gpu': vLLM defaults (compiled graphs, engine process). "
+        "'cpu': eager mode, engine core in process, small KV cache (vLLM's CPU build).",
+    )
+    dtype: str = "auto"
+    quantization: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: 0.9 on gpu, 0.5 on cpu.")
+    max_model_len: int | None = Field(16384, ge=256)
+    max_num_seqs: int | None = Field(None, ge=1, description="None: vLLM's default.")
+    enable_prefix_caching: bool = True
+    enforce_eager: bool | None = Field(None, description="None: follow the profile (True on cpu).")
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the cpu profile.")
+    disable_any_whitespace: bool = Field(True, description="Forbid free whitespace in constrained JSON (stops loops).")
+    structured_outputs_backend: str = "xgrammar"
+    trust_remote_code: bool = False
+    seed: int = 0
+    download_dir: str | None = None
+    max_images: int = Field(8, ge=1, description="limit_mm_per_prompt images; the runner sets it to rasterize.max_pages.")
+    mm_min_pixels: int | None = Field(None, description="Processor min_pixels; the runner sets it from [rasterize].")
+    mm_max_pixels: int | None = Field(None, description="Processor max_pixels; the runner sets it from [rasterize].")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Passed through to vllm.LLM(...) unchanged.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to a custom engine factory.")
+
+
+class SamplingConfig(_Section):
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1)
+    seed: int | None = 0
+
+
+class RunConfig(_Section):
+    batch_size: int = Field(256, ge=1, description="Documents per engine call.")
+    max_failure_rate: float = Field(
+        1.0, ge=0, le=1, description="Exit non-zero (code 3) when failed/total exceeds this. 1.0 never trips."
+    )
+    max_attempts: int = Field(2, ge=1, description="Attempts per document; invalid answers are re-asked with the errors.")
+    reask_temperature_step: float = Field(0.0, ge=0, description="Added to the temperature on each re-ask.")
+    progress: bool = True
+
+
+class OutputConfig(_Section):
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    keep_raw_json: bool = True
+
+
+class JobConfig(_Section):
+    schema_name: str = Field("invoice", alias="schema", description="'invoice', 'receipt' or 'module:Class'.")
+    rasterize: RasterizeConfig = Field(default_factory=RasterizeConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def engine_config(self) -> EngineConfig:
+        """The engine section with the image limits that follow from [rasterize]."""
+        r = self.rasterize
+        return self.engine.model_copy(
+            update={
+                "max_images": r.max_pages,
+                "mm_min_pixels": self.engine.mm_min_pixels or r.min_pixels,
+                "mm_max_pixels": self.engine.mm_max_pixels or r.max_pixels,
+            }
+        )
+
+    def effective_workers(self) -> int:
+        return self.rasterize.workers or (os.cpu_count() or 1)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines an extraction's result (used for the run key)."""
+        return {
+            "schema": self.schema_name,
+            "rasterize": self.rasterize.model_dump(include={"dpi", "min_pixels", "max_pixels", "max_pages"}),
+            "prompt": self.prompt.model_dump(),
+            "model": self.engine.model,
+            "sampling": self.sampling.model_dump(),
+        }
+
+
+def _format_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+    return "invalid job config: " + "; ".join(lines)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> JobConfig:
+    """Read a TOML config (optional) and apply dotted-key overrides (``{"engine.model": "x"}``)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    nested: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        cur = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = value
+    data = _deep_merge(data, nested)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

@@ -1,0 +1,62 @@
+"""The engine protocol: a batch of requests in, one generation per request out.
+
+An engine never raises for one bad request: it returns a ``Generation`` with
+``error`` set (``finish_reason == "error"``) for that request and answers the
+rest.  It may raise for the whole batch only when the engine itself is broken.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pipeline.config import EngineConfig
+from pipeline.records import Generation, Request
+
+
+class EngineLoadError(RuntimeError):
+    """The engine could not be created; the message says what to install or pass."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        """One ``Generation`` per request, in the same order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def load_engine(config: EngineConfig) -> Engine:
+    """``vllm`` or ``package.module:factory``; the factory is called with the ``EngineConfig``."""
+    name = config.name
+    if name == "vllm":
+        from pipeline.engines.vllm import VLLMEngine
+
+        return VLLMEngine(config)
+    if ":" not in name:
+        raise EngineLoadError(f"unknown engine {name!r}: use 'vllm' or 'package.module:factory'")
+    mod_name, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # like `python -m`: engines of the project you run from are importable
+        sys.path.append(os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise EngineLoadError(f"engine {name!r}: cannot import {mod_name!r}: {e}") from e
+    factory = getattr(mod, attr, None)
+    if factory is None or not callable(factory):
+        raise EngineLoadError(f"engine {name!r}: {mod_name} has no callable {attr!r}")
+    params = inspect.signature(factory).parameters
+    engine = factory(config) if params else factory()
+    missing = [m for m in ("generate", "close") if not callable(getattr(engine, m, None))]
+    if missing:
+        raise EngineLoadError(f"engine {name!r} does not implement the Engine protocol (missing {', '.join(missing)})")
+    if not hasattr(engine, "name"):
+        engine.name = name
+    return engine

@@ -1,0 +1,151 @@
+"""Schema -> instruction text and JSON Schema; pages -> one chat request per document.
+
+The text that is the same for every document (system prompt, field list) comes
+first in the system message, so engines with prefix caching reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.records import Page, Request, Sampling
+
+PROMPT_VERSION = "1"
+
+DEFAULT_SYSTEM = (
+    "You extract structured data from business documents (invoices, receipts). "
+    "Read every page image. Copy names, numbers and identifiers exactly as printed. "
+    "Write amounts as plain numbers with a dot as decimal separator and no thousands separators "
+    "(1.234,56 becomes 1234.56). Write dates as YYYY-MM-DD whatever format the document uses. "
+    "Use null for a field that the document does not show; never invent values. "
+    "Answer with a single JSON object and nothing else."
+)
+
+
+def json_schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema sent to the engine for constrained decoding (inlined, no $ref)."""
+    return _inline_refs(model.model_json_schema())
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and len(node) == 1:
+                name = node["$ref"].rsplit("/", 1)[-1]
+                return walk(defs[name])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return {"str": "text", "Decimal": "number", "date": "date YYYY-MM-DD", "time": "time HH:MM", "int": "integer"}.get(
+        getattr(annotation, "__name__", str(annotation)), getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for a in typing.get_args(annotation):
+        inner = _nested_model(a)
+        if inner is not None:
+            return inner
+    return None
+
+
+def field_lines(model: type[BaseModel], prefix: str = "", depth: int = 0) -> list[str]:
+    lines = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        desc = info.description or ""
+        lines.append(f"{'  ' * depth}- {key} ({_type_name(info.annotation)}): {desc}".rstrip(": "))
+        nested = _nested_model(info.annotation)
+        if nested is not None and depth < 3:
+            sub = "[]." if typing.get_origin(info.annotation) is list or "list" in _type_name(info.annotation) else "."
+            lines.extend(field_lines(nested, f"{key}{sub}", depth + 1))
+    return lines
+
+
+@lru_cache(maxsize=32)
+def _instruction(model: type[BaseModel], extra: str | None) -> str:
+    title = model.__name__
+    doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+    parts = [
+        f"Extract the {title} ({doc.rstrip('.')}) shown in these page images." if doc else f"Extract the {title}.",
+        "Fields:",
+        *field_lines(model),
+        "Return one JSON object with exactly these fields.",
+    ]
+    if extra:
+        parts.append(extra)
+    return "\n".join(parts)
+
+
+def build_request(
+    doc_id: str,
+    pages: list[Page],
+    model: type[BaseModel],
+    json_schema: dict[str, Any],
+    sampling: Sampling,
+    system: str | None = None,
+    extra_instructions: str | None = None,
+) -> Request:
+    """One chat request: system prompt + schema fields, then every kept page in order."""
+    system_text = (system or DEFAULT_SYSTEM) + "\n\n" + _instruction(model, extra_instructions)
+    content: list[dict[str, Any]] = []
+    for i, page in enumerate(pages):
+        if len(pages) > 1:
+            content.append({"type": "text", "text": f"Page {i + 1} of {len(pages)}:"})
+        content.append({"type": "image", "image": page.image})
+    content.append({"type": "text", "text": "Extract the fields as JSON."})
+    messages = [{"role": "system", "content": system_text}, {"role": "user", "content": content}]
+    return Request(doc_id=doc_id, messages=messages, json_schema=json_schema, sampling=sampling)
+
+
+def reask_request(previous: Request, raw_output: str, errors: list[str], sampling: Sampling) -> Request:
+    """The same request plus the previous answer and what was wrong with it (instructor's idea)."""
+    fix = (
+        "Your previous answer was rejected:\n"
+        + "\n".join(f"- {e}" for e in errors[-5:])
+        + "\nLook at the pages again and answer with corrected JSON."
+    )
+    messages = [
+        *previous.messages,
+        {"role": "assistant", "content": raw_output[:4000]},
+        {"role": "user", "content": [{"type": "text", "text": fix}]},
+    ]
+    return Request(
+        doc_id=previous.doc_id,
+        messages=messages,
+        json_schema=previous.json_schema,
+        sampling=sampling,
+        attempt=previous.attempt + 1,
+    )
+
+
+def schema_json_text(model: type[BaseModel]) -> str:
+    return json.dumps(json_schema_for(model), indent=2, ensure_ascii=False)

