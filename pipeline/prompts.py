@@ -37,9 +37,10 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            if "$ref" in node and len(node) == 1:
+            if "$ref" in node:
                 name = node["$ref"].rsplit("/", 1)[-1]
-                return walk(defs[name])
+                merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
+                return walk(merged)
             return {k: walk(v) for k, v in node.items() if k != "$defs"}
         if isinstance(node, list):
             return [walk(v) for v in node]

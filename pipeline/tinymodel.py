@@ -359,20 +359,24 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
 
     Args:
         out_dir: Target directory.  Created if missing.
-        seed: Seed for the random weights.  The same seed gives byte-identical
-            files.
+        seed: Seed for the random weights (the tokenizer does not depend on
+            it).  The same seed gives byte-identical files.
         overwrite: If ``False`` and ``out_dir`` already holds a complete
-            checkpoint built with the same ``seed`` (``config.json`` and
-            ``model.safetensors`` present and the recorded seed matches), it is
-            reused as is.  If ``True`` the directory is rebuilt.  A non-empty
-            directory that is not such a checkpoint raises
-            :class:`FileExistsError` unless ``overwrite`` is ``True``.
+            checkpoint built by this function with the same ``seed`` (recorded
+            in ``tinymodel.json``), it is reused as is.  If ``True`` the
+            directory is rebuilt.  A non-empty directory that is not such a
+            checkpoint raises :class:`FileExistsError` unless ``overwrite``.
 
     Returns:
         The checkpoint directory as an absolute :class:`~pathlib.Path`.
 
     The files are first written to a temporary sibling directory and then
-    renamed into place, so a crash never leaves a half-written checkpoint.
+    renamed into place, so a crash never leaves a half-written checkpoint and
+    concurrent builders of the same checkpoint (e.g. pytest-xdist workers)
+    end up sharing one complete copy.
+
+    Load it in vLLM with ``dtype="float32"``: vLLM otherwise downcasts the
+    float32 checkpoint to bfloat16, which is slower on AVX2-only CPUs.
     """
     out = Path(out_dir).expanduser().resolve()
     marker = out / "tinymodel.json"
@@ -425,8 +429,18 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
         for path in tmp.iterdir():
             path.chmod(0o644)
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            if not overwrite and _is_complete(out, seed):
+                # Another process finished the same checkpoint meanwhile.
+                shutil.rmtree(tmp, ignore_errors=True)
+                return out
+            shutil.rmtree(out, ignore_errors=True)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            # Another process won the race and put a checkpoint in place.
+            if not _is_complete(out, seed):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

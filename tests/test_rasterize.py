@@ -1,0 +1,167 @@
+import io
+
+import numpy as np
+import pymupdf
+import pytest
+from PIL import Image
+
+from pipeline.discover import identify
+from pipeline.rasterize import RasterError, RasterSettings, fit_to_grid, rasterize
+from pipeline.records import ErrorType
+from tests.conftest import write_encrypted_pdf, write_image, write_pdf, write_tiff, write_truncated_pdf
+
+S = RasterSettings(dpi=72, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64, max_pages=4)
+
+
+def doc_for(path):
+    doc, failure = identify(str(path))
+    assert failure is None
+    return doc
+
+
+@pytest.mark.parametrize("w,h", [(595, 842), (842, 595), (1, 1), (3000, 50), (10000, 10000), (28, 28), (57, 1000)])
+def test_fit_to_grid_multiples_of_28_within_budget_aspect_kept(w, h):
+    tw, th = fit_to_grid(w, h, 3136, 1280 * 784)
+    assert tw % 28 == 0 and th % 28 == 0
+    assert 3136 <= tw * th <= 1280 * 784
+    if min(w, h) >= 28:
+        assert abs((tw / th) / (w / h) - 1) < 0.25
+
+
+def test_fit_to_grid_rejects_extreme_aspect():
+    with pytest.raises(RasterError) as e:
+        fit_to_grid(20000, 20, 3136, 1280 * 784)
+    assert e.value.error_type is ErrorType.TOO_LARGE
+
+
+def test_pdf_pages_are_fitted_rgb_and_limited_by_max_pages(tmp_path):
+    out = rasterize(doc_for(write_pdf(tmp_path / "a.pdf", pages=6)), S)
+    assert out.total_pages == 6 and len(out.pages) == 4
+    assert [p.index for p in out.pages] == [0, 1, 2, 3]
+    assert any("kept the first 4 of 6" in w for w in out.warnings)
+    for p in out.pages:
+        assert p.image.mode == "RGB" and p.width % 28 == 0 and p.height % 28 == 0
+        assert p.width * p.height <= S.max_pixels
+        assert p.height > p.width  # portrait stays portrait
+
+
+def test_pdf_render_has_content(tmp_path):
+    out = rasterize(doc_for(write_pdf(tmp_path / "a.pdf")), RasterSettings(dpi=100, max_pixels=800 * 1000))
+    arr = np.asarray(out.pages[0].image)
+    assert arr.min() < 100 and arr.max() > 200  # text/rect drawn on white
+
+
+def test_absurd_media_box_is_bounded(tmp_path):
+    out = rasterize(doc_for(write_pdf(tmp_path / "big.pdf", size=(14400, 14400))), S)
+    assert out.pages[0].width * out.pages[0].height <= S.max_pixels
+
+
+def test_tiff_every_frame_is_a_page(tmp_path):
+    out = rasterize(doc_for(write_tiff(tmp_path / "t.tiff", frames=3)), S)
+    assert out.total_pages == 3 and len(out.pages) == 3
+
+
+@pytest.mark.parametrize(
+    "mode,fmt,extra",
+    [
+        ("CMYK", "JPEG", {}),
+        ("L", "PNG", {}),
+        ("RGBA", "PNG", {}),
+        ("P", "GIF", {}),
+        ("RGB", "WEBP", {}),
+        ("RGB", "BMP", {}),
+    ],
+)
+def test_image_modes_become_rgb(tmp_path, mode, fmt, extra):
+    p = write_image(tmp_path / f"x.{fmt.lower()}", fmt, mode=mode, **extra)
+    [page] = rasterize(doc_for(p), S).pages
+    assert page.image.mode == "RGB" and page.width % 28 == 0
+
+
+def test_16bit_png_scaled_not_clipped(tmp_path):
+    arr = (np.linspace(0, 65535, 200 * 300).reshape(300, 200)).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "deep.png")
+    [page] = rasterize(doc_for(tmp_path / "deep.png"), S).pages
+    a = np.asarray(page.image)
+    assert a.max() > 200 and a.min() < 30  # full range kept, not saturated to white
+
+
+def test_palette_transparency_composited_on_white(tmp_path):
+    im = Image.new("P", (200, 300), 0)
+    im.putpalette([0, 0, 0] * 256)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "t.png", transparency=0)
+    [page] = rasterize(doc_for(tmp_path / "t.png"), S).pages
+    assert np.asarray(page.image).min() > 240  # transparent black became white
+
+
+def test_exif_orientation_applied(tmp_path):
+    im = Image.new("RGB", (400, 200), "white")
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "o.jpg", exif=exif.tobytes())
+    [page] = rasterize(doc_for(tmp_path / "o.jpg"), S).pages
+    assert page.height > page.width
+    assert (page.source_width, page.source_height) == (200, 400)
+
+
+def test_animated_gif_first_frame_with_warning(tmp_path):
+    frames = [Image.new("RGB", (100, 100), c) for c in ("red", "green", "blue")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    out = rasterize(doc_for(tmp_path / "a.gif"), S)
+    assert len(out.pages) == 1 and any("first of 3" in w for w in out.warnings)
+
+
+def test_bad_files_get_precise_error_types(tmp_path):
+    cases = {
+        write_encrypted_pdf(tmp_path / "enc.pdf"): ErrorType.ENCRYPTED,
+        write_truncated_pdf(tmp_path / "trunc.pdf"): ErrorType.CORRUPT,
+    }
+    jpg = io.BytesIO()
+    Image.new("RGB", (300, 300), "white").save(jpg, "JPEG")
+    (tmp_path / "trunc.jpg").write_bytes(jpg.getvalue()[:200])
+    cases[tmp_path / "trunc.jpg"] = ErrorType.CORRUPT
+    # decompression bomb: a PNG header declaring 100000 x 100000 pixels
+    bomb = io.BytesIO()
+    Image.new("1", (100000, 100000)).save(bomb, "PNG") if False else None
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    (tmp_path / "bomb.png").write_bytes(png)
+    cases[tmp_path / "bomb.png"] = ErrorType.TOO_LARGE
+    for path, etype in cases.items():
+        with pytest.raises(RasterError) as e:
+            rasterize(doc_for(path), S)
+        assert e.value.error_type is etype, (path.name, e.value.message)
+
+
+def test_zero_page_pdf(tmp_path):
+    data = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+    data += b"trailer<</Root 1 0 R>>\n%%EOF\n"
+    (tmp_path / "zero.pdf").write_bytes(data)
+    with pytest.raises(RasterError) as e:
+        rasterize(doc_for(tmp_path / "zero.pdf"), S)
+    assert e.value.error_type in (ErrorType.NO_PAGES, ErrorType.CORRUPT)
+
+
+def test_broken_xref_is_repaired_with_warning(tmp_path):
+    p = write_pdf(tmp_path / "x.pdf", pages=2)
+    data = p.read_bytes()
+    i = data.rfind(b"startxref")
+    p.write_bytes(data[:i] + b"startxref\n999999\n%%EOF\n")
+    out = rasterize(doc_for(p), S)
+    assert len(out.pages) == 2 and any("repaired" in w for w in out.warnings)
+
+
+def test_thousands_of_pages_only_renders_max_pages(tmp_path):
+    doc = pymupdf.open()
+    for _ in range(2000):
+        doc.new_page(width=200, height=300)
+    doc.save(tmp_path / "many.pdf")
+    out = rasterize(doc_for(tmp_path / "many.pdf"), S)
+    assert out.total_pages == 2000 and len(out.pages) == S.max_pages

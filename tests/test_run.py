@@ -1,0 +1,216 @@
+"""End to end through the runner with the scripted engine (a test double for the model)."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.records import ErrorType, Generation
+from pipeline.runner import EXIT_COULD_NOT_START, EXIT_TOO_MANY_FAILURES, CouldNotStart, run_job
+from tests.conftest import REPO, small_config, write_pdf
+from tests.scripted_engine import ScriptedEngine, truth_answers
+
+BAD = {
+    "truncated.pdf": ("rasterize", "corrupt"),
+    "encrypted.pdf": ("rasterize", "encrypted"),
+    "empty.pdf": ("discover", "empty_file"),
+    "notes.pdf": ("discover", "unsupported_type"),
+}
+
+
+def q(sql):
+    return duckdb.sql(sql).fetchall()
+
+
+def test_run_accounts_for_every_document_with_typed_rows(corpus, tmp_path):
+    out = tmp_path / "out"
+    engine = ScriptedEngine(truth_answers(corpus["dir"]))
+    s = run_job([str(corpus["dir"])], out, small_config(), engine=engine)
+    n_inputs = len(corpus["good"]) + len(corpus["bad"])
+    assert (s.inputs, s.succeeded, s.failed, s.exit_code) == (n_inputs, len(corpus["good"]), len(corpus["bad"]), 0)
+    ids = q(f"SELECT doc_id FROM '{out}/results/*.parquet' UNION ALL SELECT doc_id FROM '{out}/failures/*.parquet'")
+    assert len(ids) == n_inputs == len(set(ids))
+    # typed columns equal the ground truth
+    rows = q(
+        f"SELECT source_path, invoice_number, vendor.name, total, issue_date, len(line_items), "
+        f"line_items[1].unit_price, page_count, pages_used FROM '{out}/results/*.parquet'"
+    )
+    for path, number, vendor, total, issue, n_items, price, page_count, used in rows:
+        t = corpus["truth"][Path(path).name]
+        assert (number, vendor, total) == (t["invoice_number"], t["vendor"]["name"], Decimal(t["total"]))
+        assert str(issue) == t["issue_date"] and n_items == len(t["line_items"])
+        assert price == Decimal(t["line_items"][0]["unit_price"])
+        assert used == page_count
+    pages = dict((Path(p).name, (c, u)) for p, c, u in [(r[0], r[7], r[8]) for r in rows])
+    assert pages["inv2_multi.pdf"] == (3, 3) and pages["scan.tiff"] == (2, 2)
+    # the multi-page request carried all its pages, in one request
+    [batch] = engine.batches
+    assert sorted(len(r.images) for r in batch) == [1, 1, 1, 2, 3]
+    failures = {Path(p).name: (st, et) for p, st, et in q(f"SELECT source_path, stage, error_type FROM '{out}/failures/*.parquet'")}
+    assert failures == BAD
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "completed" and manifest["counts"]["processed"] == n_inputs
+    assert manifest["counts"]["failed_by_type"]["encrypted"] == 1
+    assert manifest["throughput"]["prompt_tokens"] > 0
+
+
+def test_second_run_skips_finished_work_and_new_files_are_picked_up(corpus, tmp_path):
+    out = tmp_path / "out"
+    cfg = small_config()
+    answers = truth_answers(corpus["dir"])
+    run_job([str(corpus["dir"])], out, cfg, engine=ScriptedEngine(answers))
+    engine = ScriptedEngine(answers)
+    s = run_job([str(corpus["dir"])], out, cfg, engine=engine)
+    assert (s.skipped, s.processed, engine.batches) == (9, 0, [])
+    write_pdf(corpus["dir"] / "new.pdf", text="new one")
+    s = run_job([str(corpus["dir"])], out, cfg, engine=ScriptedEngine(answers))
+    assert (s.skipped, s.processed) == (9, 1)
+    s = run_job([str(corpus["dir"])], out, small_config(**{"engine.model": "other"}), engine=ScriptedEngine(answers))
+    assert s.skipped == 0 and s.processed == 10  # a changed model reprocesses
+
+
+def test_truncation_reask_and_engine_errors(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    paths = [write_pdf(d / f"{n}.pdf", text=n) for n in ("trunc", "fixme", "boom")]
+    from tests.conftest import invoice_truth
+
+    good = json.dumps(invoice_truth())
+    calls = Counter()
+
+    def answer(req):
+        name = next(p.stem for p in paths if req.doc_id == __import__("hashlib").sha256(p.read_bytes()).hexdigest())
+        calls[name] += 1
+        if name == "trunc":
+            return Generation(req.doc_id, '{"invoice_number": "12', "length", 10, 256)
+        if name == "fixme":
+            return good if req.attempt == 2 else '{"invoice_number": 5}'
+        return "{not json"
+
+    out = tmp_path / "out"
+    s = run_job([str(d)], out, small_config(**{"run.max_attempts": 2}), engine=ScriptedEngine(callback=answer))
+    assert calls == {"trunc": 1, "fixme": 2, "boom": 2}  # truncation is not re-asked; invalid answers are
+    res = q(f"SELECT attempts, raw_json FROM '{out}/results/*.parquet'")
+    assert res == [(2, good)]
+    fails = {
+        Path(p).stem: (et, raw, errs, att)
+        for p, et, raw, errs, att in q(f"SELECT source_path, error_type, raw_output, errors, attempts FROM '{out}/failures/*.parquet'")
+    }
+    assert fails["trunc"][0] == "truncated" and fails["trunc"][1] == '{"invoice_number": "12'
+    assert fails["boom"][0] == "invalid_json" and fails["boom"][3] == 2 and len(fails["boom"][2]) == 2
+    assert s.exit_code == 0
+
+
+def test_engine_exception_fails_only_that_batch(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(5):
+        write_pdf(d / f"{i}.pdf", text=f"doc {i}")
+
+    class Flaky(ScriptedEngine):
+        def generate(self, requests):
+            if not self.batches:
+                self.batches.append(list(requests))
+                raise RuntimeError("CUDA error: device-side assert")
+            return super().generate(requests)
+
+    from tests.conftest import invoice_truth
+
+    out = tmp_path / "out"
+    s = run_job([str(d)], out, small_config(**{"run.batch_size": 2}), engine=Flaky(callback=lambda r: invoice_truth()))
+    assert (s.succeeded, s.failed) == (3, 2)
+    assert q(f"SELECT DISTINCT error_type, stage FROM '{out}/failures/*.parquet'") == [("engine_error", "infer")]
+
+
+def test_max_failure_rate_exit_code_and_could_not_start(corpus, tmp_path):
+    s = run_job([str(corpus["dir"])], tmp_path / "o", small_config(**{"run.max_failure_rate": 0.1}), engine=ScriptedEngine({}))
+    assert s.exit_code == EXIT_TOO_MANY_FAILURES
+    with pytest.raises(CouldNotStart, match="unknown schema"):
+        run_job([str(corpus["dir"])], tmp_path / "o2", small_config(schema="nope"), engine=ScriptedEngine({}))
+    (tmp_path / "void").mkdir()
+    with pytest.raises(CouldNotStart, match="no input documents"):
+        run_job([str(tmp_path / "void")], tmp_path / "o3", small_config(), engine=ScriptedEngine({}))
+
+
+def test_user_schema_end_to_end(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "po.pdf", text="PO")
+    write_pdf(d / "neg.pdf", text="negative PO")
+    answers = {}
+    from pipeline.discover import discover
+
+    for doc in discover([str(d)]).documents:
+        neg = "neg" in doc.path
+        answers[doc.doc_id] = {"po_number": "PO-1", "order_date": "2024-05-01", "buyer": "ACME", "amount": -1 if neg else 99.5}
+    out = tmp_path / "out"
+    s = run_job([str(d)], out, small_config(schema="tests.user_schema:PurchaseOrder"), engine=ScriptedEngine(answers))
+    assert (s.succeeded, s.failed) == (1, 1)
+    assert q(f"SELECT po_number, amount, order_date FROM '{out}/results/*.parquet'")[0][:2] == ("PO-1", Decimal("99.50"))
+    [(et, msg)] = q(f"SELECT error_type, message FROM '{out}/failures/*.parquet'")
+    assert et == "rule_violation" and "amount_positive" in msg
+
+
+def test_worker_pool_gives_the_same_rows(corpus, tmp_path):
+    answers = truth_answers(corpus["dir"])
+    a = run_job([str(corpus["dir"])], tmp_path / "a", small_config(), engine=ScriptedEngine(answers))
+    b = run_job([str(corpus["dir"])], tmp_path / "b", small_config(**{"rasterize.workers": 2}), engine=ScriptedEngine(answers))
+    assert (a.succeeded, a.failed) == (b.succeeded, b.failed)
+    cols = "doc_id, total, pages_used"
+    assert sorted(q(f"SELECT {cols} FROM '{tmp_path}/a/results/*.parquet'")) == sorted(
+        q(f"SELECT {cols} FROM '{tmp_path}/b/results/*.parquet'")
+    )
+    assert sorted(q(f"SELECT doc_id, error_type FROM '{tmp_path}/a/failures/*.parquet'")) == sorted(
+        q(f"SELECT doc_id, error_type FROM '{tmp_path}/b/failures/*.parquet'")
+    )
+
+
+def _cli(*args, cwd=REPO, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    exe = Path(sys.executable).parent / "docextract"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
+    return subprocess.run(cmd + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_run_inspect_and_stage_split(corpus, tmp_path):
+    env = {"DOCEXTRACT_TRUTH_DIR": str(corpus["dir"])}
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[run]\nbatch_size = 4\n")
+    out = tmp_path / "out"
+    r = _cli("run", str(corpus["dir"]), "--out", str(out), "-c", str(cfg), "--engine", "tests.scripted_engine:from_truth", env_extra=env)
+    assert r.returncode == 0, r.stderr
+    assert "5 extracted, 4 failed" in r.stderr
+    r = _cli("inspect", str(out))
+    assert r.returncode == 0 and "results: 5 rows; failures: 4 rows" in r.stdout and "encrypted" in r.stdout
+    stage = tmp_path / "stage"
+    r = _cli("rasterize", str(corpus["dir"]), "--out", str(stage), "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "pages kept: 8" in r.stdout and "image tokens" in r.stdout
+    out2 = tmp_path / "out2"
+    r = _cli("extract", str(stage), "--out", str(out2), "-c", str(cfg), "--engine", "tests.scripted_engine:from_truth", env_extra=env)
+    assert r.returncode == 0, r.stderr
+    cols = "doc_id, invoice_number, total, pages_used"
+    assert sorted(q(f"SELECT {cols} FROM '{out}/results/*.parquet'")) == sorted(q(f"SELECT {cols} FROM '{out2}/results/*.parquet'"))
+    assert sorted(q(f"SELECT doc_id, error_type FROM '{out}/failures/*.parquet'")) == sorted(
+        q(f"SELECT doc_id, error_type FROM '{out2}/failures/*.parquet'")
+    )
+
+
+def test_cli_errors_are_clear(tmp_path):
+    r = _cli("run", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--engine", "tests.scripted_engine:from_truth")
+    assert r.returncode == EXIT_COULD_NOT_START and "input not found" in r.stderr
+    write_pdf(tmp_path / "a.pdf")
+    r = _cli("run", str(tmp_path / "a.pdf"), "--out", str(tmp_path / "o"), "--engine", "no.such:thing")
+    assert r.returncode == EXIT_COULD_NOT_START and "cannot import 'no.such'" in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engine]\nmodle = 'x'\n")
+    r = _cli("run", str(tmp_path / "a.pdf"), "--out", str(tmp_path / "o"), "-c", str(bad))
+    assert r.returncode == EXIT_COULD_NOT_START and "unknown key 'engine.modle'" in r.stderr
+    r = _cli("schema", "receipt")
+    assert r.returncode == 0 and json.loads(r.stdout)["properties"]["total"]["type"] == "number"
