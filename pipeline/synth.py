@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pymupdf
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from schemas import Invoice, Receipt
 
@@ -233,6 +233,11 @@ class NumFmt:
             return self.num(q, 0)
         places = max(0, -q.normalize().as_tuple().exponent)
         return self.num(q, places)
+
+
+def fmt_rate(fmt: NumFmt, rate: str) -> str:
+    """A tax rate string ("8.875") with the document's decimal separator."""
+    return rate.replace(".", fmt.dec)
 
 
 MONTHS = {
@@ -768,8 +773,12 @@ def _gen_lines(rng: random.Random, ctx: InvCtx, n: int) -> list[Line]:
         std = "0"
     month_word = lambda: fmt_date(ctx.issue - dt.timedelta(days=rng.randint(0, 60)), rng.choice(["dmy/", "iso"]) if loc.lang != "zh" else "zh", loc.lang)  # noqa: E731
     lines = []
+    pool: list = []
     for _ in range(n):
-        item = rng.choice(cat) if rng.random() < 0.85 else rng.choice(other)
+        if not pool:  # each catalogue entry once before any repeats
+            pool = list(cat) + rng.sample(other, 2)
+            rng.shuffle(pool)
+        item = pool.pop()
         desc = item[li]
         r = rng.random()
         if r < 0.25:
@@ -780,8 +789,8 @@ def _gen_lines(rng: random.Random, ctx: InvCtx, n: int) -> list[Line]:
         unit = item[4]
         qty = _qty(rng, unit)
         price = _price(rng, item[5], item[6])
-        if price * qty > Decimal("250000"):
-            qty = Decimal(1)
+        if price * qty > Decimal("20000") and unit == "pc":
+            qty = Decimal(rng.choice([1, 1, 2, 3, 5]))
         disc = rng.choice([0, 0, 5, 10, 15, 20]) if disc_lines else 0
         amount = q2(qty * price * (100 - disc) / 100)
         if amount <= 0:
@@ -905,19 +914,17 @@ class PdfCanvas:
         if self.page is None:
             return
         self.shape.commit()
-        if self.cjk:
-            for x, y, s, size, bold, color in self.texts:
-                self.page.insert_text((x, y), s, fontsize=size, fontname="china-s", color=color,
-                                      fill=color, render_mode=2 if bold else 0, border_width=0.04 if bold else 0.05)
-            return
         writers: dict[tuple, pymupdf.TextWriter] = {}
         for x, y, s, size, bold, color in self.texts:
-            tw = writers.get(color)
+            key = (color, bold and self.cjk)
+            tw = writers.get(key)
             if tw is None:
-                tw = writers[color] = pymupdf.TextWriter(self.page.rect, color=color)
-            tw.append((x, y), s, font=_mfont(self.bold if bold else self.reg), fontsize=size)
-        for tw in writers.values():
-            tw.write_text(self.page)
+                tw = writers[key] = pymupdf.TextWriter(self.page.rect, color=color)
+            font = _mfont("china-s") if self.cjk else _mfont(self.bold if bold else self.reg)
+            tw.append((x, y), s, font=font, fontsize=size)
+        for (color, fake_bold), tw in writers.items():
+            # CJK has no bold face here: fill + thin stroke
+            tw.write_text(self.page, render_mode=2 if fake_bold else 0)
 
 
 def _wrap(cv: PdfCanvas, text: str, width: float, size: float) -> list[str]:
@@ -1229,7 +1236,7 @@ class InvoiceDrawer:
             "unit": ln.unit,
             "price": fmt.num(ln.price),
             "disc": f"{ln.disc} %" if ln.disc else "",
-            "rate": f"{fmt.num(Decimal(ln.rate), 1 if '.' in ln.rate else 0)} %",
+            "rate": f"{fmt_rate(fmt, ln.rate)} %",
             "amount": fmt.num(ln.amount),
         }
         base = y + self.pad + s
@@ -1258,7 +1265,7 @@ class InvoiceDrawer:
         y0 = y + lh * 0.9
         rows: list[tuple[str, str, bool]] = [(lab["subtotal"], fmt.money(c.subtotal), False)]
         for rate, base, tax in c.tax_rows:
-            rate_s = fmt.num(Decimal(rate), 1 if "." in rate else 0) if "." in rate else rate
+            rate_s = fmt_rate(fmt, rate)
             if c.loc.code == "en-US" and rate == "0":
                 continue
             label = (lab["tax_on"] if len(c.tax_rows) > 1 else lab["tax"]).format(name=c.loc.tax_name, rate=rate_s, base=fmt.num(base))
@@ -1304,7 +1311,7 @@ class InvoiceDrawer:
         cv.line(m, top + 4, pw - m, top + 4, (0.6, 0.6, 0.6), 0.4)
         y = top + 4 + lh
         left = [c.vendor[0]] + c.vendor[1][:2]
-        mid = [f"{c.lab['bank']}:", c.bank]
+        mid = [f"{c.lab['bank']}:"] + c.bank.split(" · ")
         right = [f"{c.loc.taxid_label}: {c.vendor[2]}", f"www.{c.vendor_slug}.{_tld(c.loc)}"]
         if st.layout == "letter":
             cols = [left, mid, right]
@@ -1385,7 +1392,7 @@ def _make_invoice(path: Path, variant: str, rng: random.Random) -> tuple[Invoice
         pages = drawer.paginate()
         if len(pages) <= max_pages or len(lines) <= 1:
             break
-        # drop lines until it fits (the rng draws above are replayed identically)
+        # too many pages for this variant: drop lines until it fits
         over = sum(len(p) for p in pages[max_pages:])
         lines = lines[: max(1, len(lines) - max(1, over))]
     _finish_totals(ctx)
@@ -1417,13 +1424,12 @@ def _write_invoice(doc: pymupdf.Document, path: Path, variant: str, rng: random.
         dpi = rng.choice([100, 110, 120, 130, 150])
         gray = rng.random() < 0.75
         quality = rng.randint(40, 72)
-        nrng = np.random.default_rng(rng.getrandbits(63))
         frames = []
         for page in doc:
             pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY if gray else pymupdf.csRGB, alpha=False)
             img = Image.frombytes("L" if gray else "RGB", (pix.width, pix.height), pix.samples)
             del pix
-            frames.append(scan_degrade(img, rng, nrng))
+            frames.append(scan_degrade(img, rng))
         if variant == "jpeg-scan":
             frames[0].save(path, format="JPEG", quality=quality, dpi=(dpi, dpi), optimize=False)
         elif variant == "tiff-scan":
@@ -1442,37 +1448,67 @@ def _write_invoice(doc: pymupdf.Document, path: Path, variant: str, rng: random.
         doc.close()
 
 
-def scan_degrade(img: Image.Image, rng: random.Random, nrng: np.random.Generator) -> Image.Image:
-    """Paper skew (±2°), optics blur, paper tone / lower contrast, sensor noise, scanner edge."""
+@functools.lru_cache(maxsize=8)
+def _noise_tile(sigma: int) -> Image.Image:
+    """A fixed 1024x1024 tile of Gaussian noise centred on 128 (deterministic, cached per process)."""
+    a = np.random.default_rng(9000 + sigma).standard_normal((1024, 1024), dtype=np.float32) * sigma + 128
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def _add_noise(img: Image.Image, sigma: float, rng: random.Random) -> Image.Image:
+    """img + N(0, sigma) (same noise on every channel), built from a cached tile at a random offset."""
+    tile = _noise_tile(max(1, int(round(sigma))))
+    w, h = img.size
+    noise = Image.new("L", (w, h))
+    ox, oy = rng.randrange(1024), rng.randrange(1024)
+    for y in range(-oy, h, 1024):
+        for x in range(-ox, w, 1024):
+            noise.paste(tile, (x, y))
+    if img.mode == "RGB":
+        noise = Image.merge("RGB", (noise, noise, noise))
+    return ImageChops.add(img, noise, 1.0, -128)
+
+
+def _lut(img: Image.Image, fns: list[Callable[[int], float]]) -> Image.Image:
+    """Apply a per-channel tone curve (one function per band) through a lookup table."""
+    bands = len(img.getbands())
+    table: list[int] = []
+    for k in range(bands):
+        f = fns[min(k, len(fns) - 1)]
+        table += [max(0, min(255, int(round(f(v))))) for v in range(256)]
+    return img.point(table)
+
+
+def scan_degrade(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Paper skew (±2°), optics blur, toner/paper tone, uneven illumination, sensor noise, scanner edge."""
     w, h = img.size
     bg = 255 if img.mode == "L" else (255, 255, 255)
     angle = rng.uniform(-2.0, 2.0)
     dx, dy = rng.randint(-8, 8), rng.randint(-8, 8)
     img = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=bg, translate=(dx, dy))
-    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.35, 0.9)))
-    a = np.asarray(img, dtype=np.float32)
-    contrast = rng.uniform(0.78, 0.95)
-    paper = rng.uniform(236, 252)
-    a = a * (contrast * paper / 255.0) + (1 - contrast) * paper * 0.25
-    if a.ndim == 3:  # slight paper tint
-        a *= np.array([1.0, rng.uniform(0.97, 1.0), rng.uniform(0.92, 0.99)], dtype=np.float32)
+    img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.75)))
+    black = rng.uniform(12, 50)  # toner never quite black, paper never quite white
+    paper = rng.uniform(230, 252)
+    tint = [1.0, rng.uniform(0.975, 1.0), rng.uniform(0.93, 0.99)]
+    img = _lut(img, [lambda v, t=t: (black + v * (paper - black) / 255.0) * t for t in tint])
     # illumination falloff across the page
-    ramp = np.linspace(rng.uniform(0.93, 1.0), rng.uniform(0.93, 1.0), w, dtype=np.float32)
-    a *= ramp[None, :, None] if a.ndim == 3 else ramp[None, :]
-    sigma = rng.uniform(2.0, 6.0)
-    a += nrng.standard_normal(a.shape, dtype=np.float32) * sigma
+    r0, r1 = rng.randint(232, 255), rng.randint(232, 255)
+    ramp = Image.fromarray(np.linspace(r0, r1, w).astype(np.uint8)[None, :]).resize((w, h), Image.Resampling.NEAREST)
+    if img.mode == "RGB":
+        ramp = ramp.convert("RGB")
+    img = ImageChops.multiply(img, ramp)
+    img = _add_noise(img, rng.uniform(2.0, 6.0), rng)
+    d = ImageDraw.Draw(img)
+    dark = (40, 40, 40) if img.mode == "RGB" else 40
     if rng.random() < 0.3:  # dark scanner-lid edge
         e = rng.randint(3, 12)
-        side = rng.choice(["l", "r", "t", "b"])
-        sl = {"l": (slice(None), slice(0, e)), "r": (slice(None), slice(w - e, w)),
-              "t": (slice(0, e), slice(None)), "b": (slice(h - e, h), slice(None))}[side]
-        a[sl] *= 0.35
-    if rng.random() < 0.3:  # speckles
-        k = int(w * h * rng.uniform(2e-5, 1e-4))
-        ys = nrng.integers(0, h, k)
-        xs = nrng.integers(0, w, k)
-        a[ys, xs] = rng.uniform(30, 90)
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        box = rng.choice([(0, 0, e, h), (w - e, 0, w, h), (0, 0, w, e), (0, h - e, w, h)])
+        d.rectangle(box, fill=dark)
+    if rng.random() < 0.3:  # dust speckles
+        for _ in range(int(w * h * rng.uniform(2e-5, 1e-4))):
+            x, y = rng.randrange(w), rng.randrange(h)
+            d.rectangle((x, y, x + rng.randint(0, 2), y + rng.randint(0, 1)), fill=dark)
+    return img
 
 
 # --------------------------------------------------------------------------------------
@@ -1782,8 +1818,13 @@ def _receipt_context(rng: random.Random, fonts: RFonts, width: int, loc: Loc) ->
     name_w = inner - amount_w - (fonts.reg.getlength("00 ") if qty_style == "inline" else 0)
     usd = loc.currency in ("USD", "CHF")
     scale = Decimal("7") if lang == "zh" else (Decimal("1.15") if usd else Decimal(1))
+    prices: dict[str, Decimal] = {}
+    pool: list = []
     for k in range(n):
-        it = cat[0] if store == "fuel" and k == 0 else rng.choice(cat)
+        if not pool:
+            pool = list(cat)
+            rng.shuffle(pool)
+        it = cat[0] if store == "fuel" and k == 0 else pool.pop()
         name = it[li]
         if upper:
             name = name.upper()
@@ -1797,6 +1838,7 @@ def _receipt_context(rng: random.Random, fonts: RFonts, width: int, loc: Loc) ->
                 unit = unit.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP).quantize(CENT)
         elif lang == "zh":
             unit = (unit * scale).quantize(Decimal("0.01"))
+        unit = prices.setdefault(it[0], unit)  # same article, same price
         if fuel:
             qty = _dec(rng.uniform(15, 65), 2)
         elif weighed:
@@ -1863,8 +1905,10 @@ def _receipt_context(rng: random.Random, fonts: RFonts, width: int, loc: Loc) ->
     if style == "vat" and tip is not None:
         total = items_sum + tip
         subtotal_val = items_sum
-        tax_val = None  # VAT included in the items: printed only as "incl.", not added
-        tax_lines = [(r, v) for r, v in tax_lines]
+        # Receipt.subtotal + tax + tip must equal total, and VAT is already inside the
+        # item prices here: print no VAT breakdown, so tax is not printed (null).
+        tax_val = None
+        tax_lines = []
     # payment
     pay_opts = {
         "en": [("card", "VISA ****{d4}"), ("card", "MASTERCARD ****{d4}"), ("cash", "CASH"), ("mobile", "APPLE PAY"),
@@ -1931,7 +1975,7 @@ def _receipt_ops(c: RecCtx, rng: random.Random) -> list[tuple]:
     if rng.random() < 0.7:
         ops.append(("center", f"{lab['tel']} {c.phone}"))
     if c.tax_id:
-        ops.append(("center", f"{lab['tax_id']} {c.tax_id}"))
+        ops.append(("center", f"{'SIRET' if c.loc.lang == 'fr' else c.loc.taxid_label} {c.tax_id}"))
     ops.append(("blank",))
     if c.style == "cn":
         ops.append(("center", lab["receipt"]))
@@ -1952,6 +1996,9 @@ def _receipt_ops(c: RecCtx, rng: random.Random) -> list[tuple]:
         ops.append(("lr", "", fmt.sym, False))
     for it in c.items:
         amt = fmt.num(it.amount) + (f" {it.tax_class}" if c.style == "vat" and c.loc.lang == "de" and it.tax_class else "")
+        if c.style == "cn" and it.amount < 0:
+            ops.append(("lr", it.desc, fmt.num(it.amount), False))
+            continue
         if c.style == "cn":
             ops.append(("left", it.desc))
             ops.append(("cols4", "", fmt.qty(it.qty), fmt.num(it.unit, 3 if it.unit.as_tuple().exponent < -2 else 2),
@@ -1978,7 +2025,7 @@ def _receipt_ops(c: RecCtx, rng: random.Random) -> list[tuple]:
     elif c.style == "us":
         ops.append(("lr", lab["subtotal"], fmt.num(c.subtotal), False))
         for r, v in c.tax_lines:
-            ops.append(("lr", lab["tax"].format(r=r), fmt.num(v), False))
+            ops.append(("lr", lab["tax"].format(r=fmt_rate(fmt, r)), fmt.num(v), False))
         if c.tip is not None:
             ops.append(("lr", lab["tip"], fmt.num(c.tip), False))
         ops.append(("lrbig", lab["total"], fmt.money(c.total)))
@@ -2000,7 +2047,7 @@ def _receipt_ops(c: RecCtx, rng: random.Random) -> list[tuple]:
         ops.append(("sep", "-"))
         for r, v in c.tax_lines:
             cls = ("A " if r == c.loc.rates[0] else "B ") if c.loc.lang == "de" else ""
-            rate_s = fmt.num(Decimal(r), 1) if "." in r else r
+            rate_s = fmt_rate(fmt, r)
             ops.append(("lr", cls + lab["vat_incl"].format(r=rate_s), fmt.num(v), False))
     ops.append(("blank",))
     ops.append(("center", rng.choice(lab["thanks"])))
@@ -2096,7 +2143,7 @@ def render_thermal(c: RecCtx, ops: list[tuple], fonts: RFonts, width: int, rng: 
     return img
 
 
-def _thermal_finish(img: Image.Image, rng: random.Random, nrng: np.random.Generator) -> Image.Image:
+def _thermal_finish(img: Image.Image, rng: random.Random) -> Image.Image:
     """Uneven thermal print density, optional 1-bit look."""
     a = np.asarray(img, dtype=np.float32)
     h, w = a.shape
@@ -2105,7 +2152,8 @@ def _thermal_finish(img: Image.Image, rng: random.Random, nrng: np.random.Genera
     a = 255 - (255 - a) * rows[:, None] * cols[None, :]
     if rng.random() < 0.3:  # worn print-head dot: a light vertical streak
         x = rng.randint(10, w - 10)
-        a[:, x:x + rng.randint(1, 2)] = np.maximum(a[:, x:x + 2], 200)
+        k = rng.randint(1, 2)
+        a[:, x:x + k] = np.maximum(a[:, x:x + k], 200)
     out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     return out
 
@@ -2120,57 +2168,60 @@ def _persp_coeffs(dst: list[tuple[float, float]], src: list[tuple[float, float]]
     return np.linalg.solve(np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)).tolist()
 
 
-def photograph(rec: Image.Image, rng: random.Random, nrng: np.random.Generator) -> Image.Image:
-    """A phone photo of the receipt on a table: perspective, shadow, light gradient, low contrast, noise."""
+def photograph(rec: Image.Image, rng: random.Random) -> Image.Image:
+    """A phone photo of the receipt on a table: perspective, shadow, uneven light, low contrast, softness, noise."""
     rw, rh = rec.size
-    H = rng.randint(1100, 1450)
+    H = rng.randint(1100, 1400)
     W = int(H * rng.uniform(0.62, 0.78))
-    s = min(0.9 * H / rh, 0.78 * W / rw, 1.25)
+    f = rng.uniform(0.68, 0.85)  # optics: compose small, upscale at the end (soft focus)
+    w, h = int(W * f), int(H * f)
+    s = min(0.9 * h / rh, 0.78 * w / rw, 1.25)
     qw, qh = rw * s, rh * s
-    cx, cy = W / 2 + rng.uniform(-0.05, 0.05) * W, H / 2 + rng.uniform(-0.03, 0.03) * H
+    cx, cy = w / 2 + rng.uniform(-0.05, 0.05) * w, h / 2 + rng.uniform(-0.03, 0.03) * h
     ang = math.radians(rng.uniform(-7, 7))
     ca, sa = math.cos(ang), math.sin(ang)
     corners = []
     for ux, uy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
         x, y = ux * qw / 2, uy * qh / 2
-        # keystone: the far (top) edge narrower than the near edge
-        if uy < 0:
+        if uy < 0:  # keystone: the far (top) edge looks narrower
             x *= rng.uniform(0.86, 0.97)
         x, y = x * ca - y * sa, x * sa + y * ca
-        corners.append((cx + x + rng.uniform(-0.02, 0.02) * W, cy + y + rng.uniform(-0.015, 0.015) * H))
+        corners.append((cx + x + rng.uniform(-0.02, 0.02) * w, cy + y + rng.uniform(-0.015, 0.015) * h))
     coeffs = _persp_coeffs(corners, [(0, 0), (rw, 0), (rw, rh), (0, rh)])
-    paper = Image.merge("RGB", (rec, rec.point(lambda v: v * 0.985), rec.point(lambda v: v * 0.95)))
-    paper = paper.convert("RGBA")
-    warped = paper.transform((W, H), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
-    # background: a table with low-frequency texture
-    base = np.array(rng.choice([(120, 84, 52), (160, 120, 80), (90, 90, 95), (200, 198, 190), (60, 55, 50), (140, 150, 160)]), dtype=np.float32)
-    tex = nrng.normal(0, 14, (8, 6, 3)).astype(np.float32)
-    tex_img = Image.fromarray(np.clip(base + tex, 0, 255).astype(np.uint8)).resize((W, H), Image.Resampling.BICUBIC)
-    bg = tex_img.convert("RGBA")
-    # soft shadow
+    warm = rng.uniform(0.93, 0.99)
+    paper = Image.merge("RGBA", (rec, _lut(rec, [lambda v: v * (1 + warm) / 2]), _lut(rec, [lambda v: v * warm]),
+                                 Image.new("L", rec.size, 255)))
+    warped = paper.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
     alpha = warped.getchannel("A")
-    shadow = Image.new("RGBA", (W, H), (0, 0, 0, 0))
-    sh_alpha = alpha.point(lambda v: int(v * 0.45)).filter(ImageFilter.BoxBlur(9))
-    shadow.putalpha(sh_alpha)
-    bg.alpha_composite(shadow, (rng.randint(4, 14), rng.randint(6, 16)))
-    bg.alpha_composite(warped)
-    a = np.asarray(bg.convert("RGB"), dtype=np.float32)
+    # table: base colour with a low-frequency texture
+    base = rng.choice([(120, 84, 52), (160, 120, 80), (90, 90, 95), (200, 198, 190), (60, 55, 50), (140, 150, 160)])
+    grid = Image.new("RGB", (6, 8))
+    grid.putdata([tuple(max(0, min(255, int(c + rng.gauss(0, 14)))) for c in base) for _ in range(48)])
+    photo = grid.resize((w, h), Image.Resampling.BICUBIC)
+    # soft shadow, then the receipt
+    shadow = Image.new("L", (w, h), 0)
+    shadow.paste(_lut(alpha, [lambda v: v * 0.45]), (rng.randint(3, 10), rng.randint(4, 12)))
+    photo.paste((0, 0, 0), (0, 0, w, h), shadow.filter(ImageFilter.BoxBlur(7)))
+    photo.paste(warped.convert("RGB"), (0, 0), alpha)
     # uneven lighting: smooth random field times a directional ramp
-    light = nrng.uniform(0.72, 1.08, (4, 3)).astype(np.float32)
-    light_img = Image.fromarray(((light - 0.5) * 255 / 0.7).clip(0, 255).astype(np.uint8)).resize((W, H), Image.Resampling.BICUBIC)
-    L = np.asarray(light_img, dtype=np.float32) * (0.7 / 255) + 0.5
-    gx = np.linspace(-1, 1, W, dtype=np.float32)[None, :]
-    gy = np.linspace(-1, 1, H, dtype=np.float32)[:, None]
     th = rng.uniform(0, 2 * math.pi)
-    L = L * (1 + rng.uniform(0.08, 0.22) * (math.cos(th) * gx + math.sin(th) * gy))
-    a *= L[:, :, None]
-    # lower contrast, warm/cool cast
-    k = rng.uniform(0.62, 0.82)
-    a = a * k + (1 - k) * rng.uniform(95, 140)
-    a *= np.array([rng.uniform(0.95, 1.05), 1.0, rng.uniform(0.88, 1.04)], dtype=np.float32)
-    a += nrng.standard_normal(a.shape, dtype=np.float32) * rng.uniform(2.5, 6)
-    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.2)))
+    amp = rng.uniform(0.08, 0.2)
+    field_vals = []
+    for gy in range(6):
+        for gx in range(5):
+            ramp = 1 + amp * (math.cos(th) * (gx / 2 - 1) + math.sin(th) * (gy / 2.5 - 1))
+            field_vals.append(int(max(0, min(255, 255 * rng.uniform(0.74, 0.92) * ramp))))
+    light = Image.new("L", (5, 6))
+    light.putdata(field_vals)
+    light = light.resize((w, h), Image.Resampling.BICUBIC)
+    photo = ImageChops.multiply(photo, Image.merge("RGB", (light, light, light)))
+    # lower contrast and a colour cast
+    k = rng.uniform(0.7, 0.88)
+    lift = (1 - k) * rng.uniform(70, 120)
+    cast = [rng.uniform(0.97, 1.06), 1.0, rng.uniform(0.88, 1.03)]
+    photo = _lut(photo, [lambda v, c=c: (v * k + lift) * c for c in cast])
+    photo = photo.resize((W, H), Image.Resampling.BICUBIC)
+    return _add_noise(photo, rng.uniform(2.5, 6), rng)
 
 
 def _make_receipt(path: Path, variant: str, rng: random.Random) -> tuple[Receipt, int, dict]:
@@ -2184,14 +2235,13 @@ def _make_receipt(path: Path, variant: str, rng: random.Random) -> tuple[Receipt
     model = _receipt_model(ctx)
     ops = _receipt_ops(ctx, rng)
     img = render_thermal(ctx, ops, fonts, width, rng)
-    nrng = np.random.default_rng(rng.getrandbits(63))
-    img = _thermal_finish(img, rng, nrng)
+    img = _thermal_finish(img, rng)
     if variant == "png-receipt":
         if rng.random() < 0.35:
             img = img.point(lambda v: 0 if v < 150 else 255).convert("1")
         img.save(path, format="PNG", optimize=False, compress_level=6)
     else:
-        photo = photograph(img, rng, nrng)
+        photo = photograph(img, rng)
         photo.save(path, format="JPEG", quality=rng.randint(68, 85))
     meta = {"locale": loc.code, "store": ctx.store, "width": width, "style": ctx.style}
     return model, 1, meta

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from pydantic import BaseModel
 
@@ -24,6 +26,8 @@ def resolve(name: str) -> type[BaseModel]:
     if ":" not in name:
         raise SchemaNotFound(f"unknown schema {name!r}: use one of {sorted(REGISTRY)} or 'module:Class'")
     mod_name, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # like `python -m`: schemas of the project you run from are importable
+        sys.path.append(os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:

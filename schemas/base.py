@@ -40,10 +40,8 @@ ISOTime = Annotated[
     dt.time,
     WithJsonSchema({"type": "string", "pattern": r"^\d{2}:\d{2}(:\d{2})?$"}),
 ]
-CurrencyCode = Annotated[
-    str,
-    Field(pattern=r"^[A-Z]{3}$", min_length=3, max_length=3),
-]
+# Pattern only: xgrammar rejects a string schema that has both a pattern and length bounds.
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 RULE_ERROR = "rule_violation"
 

@@ -202,7 +202,7 @@ class VLLMEngine:
                 raise
             if len(requests) == 1:
                 r = requests[0]
-                kind = ErrorType.REQUEST_INVALID if isinstance(e, (ValueError, TypeError)) else ErrorType.ENGINE_ERROR
+                kind = ErrorType.REQUEST_INVALID if _is_request_error(e) else ErrorType.ENGINE_ERROR
                 log.warning("request for %s rejected by vLLM: %s", r.doc_id[:12], e)
                 return [
                     Generation(r.doc_id, "", "error", error=f"{type(e).__name__}: {e}"[:2000], error_type=kind)
@@ -224,6 +224,17 @@ class VLLMEngine:
                 shutdown()
         except Exception:  # shutting down must never mask the run's outcome
             log.debug("vLLM shutdown raised", exc_info=True)
+
+
+def _is_request_error(e: BaseException) -> bool:
+    """The request itself was rejected (bad image, prompt too long), as opposed to the engine failing."""
+    if isinstance(e, (ValueError, TypeError)):
+        return True
+    try:
+        from vllm.exceptions import VLLMValidationError  # not a ValueError subclass in vLLM 0.3x
+    except ImportError:
+        return type(e).__name__ == "VLLMValidationError"
+    return isinstance(e, VLLMValidationError)
 
 
 def _engine_is_dead(e: BaseException) -> bool:

