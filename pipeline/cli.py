@@ -252,6 +252,33 @@ def inspect(
         typer.echo(f"last run {m.get('run_id')}: status {m.get('status')}, throughput {m.get('throughput')}")
 
 
+@app.command("status")
+def status_cmd(
+    out: Annotated[Path, typer.Argument(help="Output directory of a run.")],
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Inputs (default: those of the last run).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Done, failed (by type) and pending documents under the current run key."""
+    from pipeline.runner import status
+
+    cfg = _config(config) if config else None
+    try:
+        st = status(out, inputs or None, cfg)
+    except CouldNotStart as e:
+        _fail(str(e))
+        return
+    failed = sum(st.failed_by_type.values())
+    typer.echo(f"run key {st.run_key}")
+    typer.echo(f"done:    {st.done}")
+    typer.echo(f"failed:  {failed}" + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(st.failed_by_type.items())) + ")" if failed else ""))
+    typer.echo(f"pending: {st.pending if st.pending is not None else 'unknown (inputs not found)'}")
+    if st.other_keys:
+        typer.echo(f"rows under other run keys (older schema/model/settings): {st.other_keys}")
+    if st.last_run:
+        lr = st.last_run
+        typer.echo(f"last run {lr.get('run_id')}: {lr.get('status')}, exit code {lr.get('exit_code')}, updated {lr.get('updated_at')}")
+
+
 @app.command("make-tiny-model")
 def make_tiny_model(
     out: Annotated[Path, typer.Argument(help="Directory for the checkpoint.")],

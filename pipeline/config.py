@@ -95,6 +95,9 @@ class RunConfig(_Section):
     )
     max_attempts: int = Field(2, ge=1, description="Attempts per document; invalid answers are re-asked with the errors.")
     reask_temperature_step: float = Field(0.0, ge=0, description="Added to the temperature on each re-ask.")
+    engine_retries: int = Field(3, ge=1, description="Attempts for a batch on transient engine errors (backoff).")
+    engine_backoff_s: float = Field(0.5, ge=0, description="First backoff between engine retries (doubles).")
+    engine_restarts: int = Field(1, ge=0, description="Times a dead engine is rebuilt before its documents fail.")
     progress: bool = True
 
 

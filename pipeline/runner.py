@@ -27,6 +27,7 @@ from pipeline import __version__
 from pipeline.config import JobConfig, stable_hash
 from pipeline.discover import Discovered, discover
 from pipeline.engines.base import Engine, load_engine
+from pipeline.engines.resilient import ResilientEngine
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for, reask_request
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import (
@@ -40,7 +41,7 @@ from pipeline.records import (
     Sampling,
     Stage,
 )
-from pipeline.store import PartWriter, finished_docs, model_row, new_run_id, now_utc, results_schema, write_json
+from pipeline.store import PartWriter, clean_tmp, finished_docs, reconcile, model_row, new_run_id, now_utc, results_schema, write_json
 from pipeline.validate import validate_generation
 from pipeline.workers import default_memory_limit, rasterize_stream
 from schemas import resolve
@@ -118,6 +119,7 @@ class Runner:
         out_dir: str | Path,
         engine: Engine | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        engine_factory: Callable[[], Engine] | None = None,
     ):
         self.config = config
         self.out_dir = Path(out_dir)
@@ -131,6 +133,8 @@ class Runner:
         self.run_id = new_run_id()
         self._engine = engine
         self._owns_engine = engine is None
+        self._engine_factory = engine_factory
+        self._resilient: ResilientEngine | None = None
         self.on_progress = on_progress or (lambda p: None)
         self.progress = Progress()
         self._stop = threading.Event()
@@ -238,6 +242,10 @@ class Runner:
         if found.total == 0:
             raise CouldNotStart(f"no input documents found in {', '.join(map(str, inputs))}")
 
+        clean_tmp(self.out_dir)
+        reconciled = reconcile(self.out_dir)  # a crash may have left a superseded row behind
+        if reconciled:
+            summary.warnings.append(f"removed {reconciled} superseded row(s) left by an earlier run")
         done, failed_before = (set(), {}) if force else finished_docs(self.out_dir, self.run_key)
 
         def already(doc_id: str) -> bool:
@@ -250,11 +258,6 @@ class Runner:
         todo = [d for d in found.documents if not already(d.doc_id)]
         discover_failures = [(d, f) for d, f in found.failures if not already(d.doc_id)]
         summary.skipped = found.total - len(todo) - len(discover_failures)
-        if retry_failed and failed_before:
-            summary.warnings.append(
-                "--retry-failed: earlier failure rows stay in failures/; "
-                "use the newest row per doc_id (see README, 'Running nightly')"
-            )
 
         self.progress = Progress(total=len(todo) + len(discover_failures))
         writer = PartWriter(self.out_dir, self.run_id, self.arrow_schema, cfg.output.compression)
@@ -289,6 +292,10 @@ class Runner:
             engine = self._get_engine(timings)
             self._process(items, engine, commit, timings, counts)
 
+        t_r = time.perf_counter()
+        reconcile(self.out_dir)  # re-processed documents (--force, --retry-failed, new run key): newest row wins
+        writer.ensure_tables()
+        timings["write"] += time.perf_counter() - t_r
         summary.processed = counts["succeeded"] + counts["failed"]
         summary.succeeded = counts["succeeded"]
         summary.failed = counts["failed"]
@@ -309,23 +316,35 @@ class Runner:
         return summary
 
     def close(self) -> None:
-        if self._owns_engine and self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        if self._owns_engine and self._resilient is not None:
+            self._resilient.close()  # closes the current engine, a rebuilt one included
+        self._engine = None
+        self._resilient = None
 
     def _get_engine(self, timings: Counter[str]) -> Engine:
-        if self._engine is None:
+        if self._resilient is None:
             from pipeline.engines.base import EngineLoadError
 
-            t0 = time.perf_counter()
-            self.progress.stage = "loading engine"
-            self.on_progress(self.progress)
-            try:
-                self._engine = load_engine(self.config.engine_config())
-            except EngineLoadError as e:
-                raise CouldNotStart(str(e)) from e
-            timings["engine_load"] += time.perf_counter() - t0
-        return self._engine
+            factory = None
+            if self._engine is None:
+                t0 = time.perf_counter()
+                self.progress.stage = "loading engine"
+                self.on_progress(self.progress)
+                try:
+                    self._engine = load_engine(self.config.engine_config())
+                except EngineLoadError as e:
+                    raise CouldNotStart(str(e)) from e
+                timings["engine_load"] += time.perf_counter() - t0
+                factory = lambda: load_engine(self.config.engine_config())  # noqa: E731
+            run = self.config.run
+            self._resilient = ResilientEngine(
+                self._engine,
+                factory=self._engine_factory or factory,
+                retries=run.engine_retries,
+                backoff_s=run.engine_backoff_s,
+                max_restarts=run.engine_restarts,
+            )
+        return self._resilient
 
     # ------------------------------------------------------------------ streaming
 
@@ -564,6 +583,54 @@ class Runner:
         write_json(self.out_dir / "runs" / f"{self.run_id}.json", manifest)
 
 
+@dataclass
+class Status:
+    run_key: str
+    done: int
+    failed_by_type: dict[str, int]
+    pending: int | None  # None when the inputs are unknown
+    other_keys: int  # rows written under another run key (older schema/model/settings)
+    last_run: dict[str, Any] | None
+
+
+def status(out_dir: str | Path, inputs: list[str] | None = None, config: JobConfig | None = None) -> Status:
+    """What is done, failed (by type) and pending for an output directory.
+
+    Inputs and config default to those of the last run recorded in ``run.json``.
+    """
+    import json
+
+    from pipeline.store import read_table
+
+    out_dir = Path(out_dir)
+    manifest = None
+    if (out_dir / "run.json").exists():
+        manifest = json.loads((out_dir / "run.json").read_text())
+    if config is None:
+        if manifest is None:
+            raise CouldNotStart(f"{out_dir} has no run.json; pass the config used for the run")
+        config = JobConfig.model_validate(manifest["config"])
+    if inputs is None and manifest is not None:
+        inputs = manifest.get("inputs")
+    model = resolve(config.schema_name)
+    key = run_key_for(config, model)
+    done, failed = finished_docs(out_dir, key)
+    other = 0
+    for name in ("results", "failures"):
+        t = read_table(out_dir, name)
+        if t is not None:
+            other += sum(1 for k in t.column("run_key").to_pylist() if k != key)
+    pending = None
+    if inputs:
+        try:
+            found = discover(inputs)
+            ids = [d.doc_id for d in found.documents] + [d.doc_id for d, _ in found.failures]
+            pending = sum(1 for i in ids if i not in done and i not in failed)
+        except (ValueError, OSError):
+            pending = None
+    return Status(key, len(done), dict(Counter(failed.values())), pending, other, manifest)
+
+
 def run_job(
     inputs: list[str],
     out_dir: str | Path,
@@ -574,9 +641,10 @@ def run_job(
     on_progress: Callable[[Progress], None] | None = None,
     handle_signals: bool = True,
     stage_dir: str | Path | None = None,
+    engine_factory: Callable[[], Engine] | None = None,
 ) -> RunSummary:
     """Run the whole job.  SIGINT/SIGTERM finish the current batch, commit it, and return."""
-    runner = Runner(config, out_dir, engine=engine, on_progress=on_progress)
+    runner = Runner(config, out_dir, engine=engine, on_progress=on_progress, engine_factory=engine_factory)
     installed: dict[int, Any] = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
 

@@ -283,6 +283,18 @@ class PartWriter:
         _fsync_dir(final.parent)
         return final
 
+    def ensure_tables(self) -> None:
+        """An empty part in a table with none, so ``SELECT ... FROM 'out/failures/*.parquet'`` works (0 rows)."""
+        for name, schema in (("results", self.results_schema), ("failures", FAILURES_SCHEMA)):
+            d = self.out_dir / name
+            if not any(d.glob("part-*.parquet")):
+                tmp = self.out_dir / "_tmp" / f"{name}-empty.parquet"
+                with open(tmp, "wb") as f:
+                    pq.write_table(schema.empty_table(), f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, d / f"part-{self.run_id}-empty.parquet")
+
     def commit(self, results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> list[Path]:
         """Write one part of each table (when it has rows).  Results first, then failures."""
         paths = [
@@ -302,7 +314,7 @@ def now_utc() -> dt.datetime:
 
 
 def new_run_id() -> str:
-    return now_utc().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return now_utc().strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
 # --------------------------------------------------------------------------- reading
@@ -345,3 +357,72 @@ def read_table(out_dir: Path, name: str) -> pa.Table | None:
     if not files:
         return None
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def clean_tmp(out_dir: Path) -> int:
+    """Remove parts left half-written in ``_tmp/`` by a killed run."""
+    tmp = Path(out_dir) / "_tmp"
+    n = 0
+    if tmp.is_dir():
+        for f in tmp.iterdir():
+            try:
+                f.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def reconcile(out_dir: Path) -> int:
+    """Keep exactly one row per ``doc_id`` across results and failures: the newest.
+
+    Parts are named ``part-<run_id>-<seq>`` with ``run_id`` starting with a UTC
+    timestamp, so the lexically greatest part holding a ``doc_id`` is its newest
+    row.  Parts holding superseded rows are rewritten without them (atomically),
+    or deleted when nothing is left.  Returns the number of rows removed.
+
+    This is what makes ``--force``, ``--retry-failed`` and a changed run key leave
+    one row per document, including after a crash between a commit and its
+    clean-up (the next run reconciles first).
+    """
+    out_dir = Path(out_dir)
+    parts: list[tuple[str, Path]] = []
+    for table in ("results", "failures"):
+        d = out_dir / table
+        if d.is_dir():
+            parts.extend((f.name, f) for f in d.glob("part-*.parquet"))
+    if not parts:
+        return 0
+    newest: dict[str, tuple[str, str]] = {}  # doc_id -> (part name, table)
+    ids_by_part: dict[Path, list[str]] = {}
+    for name, f in parts:
+        try:
+            ids = pq.read_table(f, columns=["doc_id"]).column("doc_id").to_pylist()
+        except (pa.ArrowInvalid, OSError):
+            continue
+        ids_by_part[f] = ids
+        key = (name, f.parent.name)
+        for doc_id in ids:
+            if doc_id not in newest or key > newest[doc_id]:
+                newest[doc_id] = key
+    removed = 0
+    for f, ids in ids_by_part.items():
+        key = (f.name, f.parent.name)
+        keep = [newest[d] == key for d in ids]
+        if all(keep):
+            continue
+        removed += keep.count(False)
+        if not any(keep):
+            f.unlink()
+            _fsync_dir(f.parent)
+            continue
+        table = pq.read_table(f).filter(pa.array(keep))
+        tmp = out_dir / "_tmp" / f"rewrite-{f.parent.name}-{f.name}"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, f)
+        _fsync_dir(f.parent)
+    return removed

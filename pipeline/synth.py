@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,7 @@ DEFAULT_MIX: dict[str, float] = {
     "jpeg-photo-receipt": 0.28,
 }
 SAMPLES_SEED = 20240305
+_OWN_FILE = re.compile(r"^\d{5}-(invoice|receipt)-[a-z-]+\.(pdf|tiff|jpg|png|truth\.json)$")
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,10 @@ def generate(
 def write_samples(out_dir: Path) -> list[SynthDoc]:
     """A dozen small documents covering every variant (fixed seed), for ``data/samples/``."""
     out_dir = Path(out_dir)
+    if out_dir.is_dir():  # replace a previous sample set (only files this module names)
+        for f in out_dir.iterdir():
+            if f.is_file() and (f.name == "truth.jsonl" or _OWN_FILE.match(f.name)):
+                f.unlink()
     mix = {"pdf-digital": 3, "pdf-scan": 2, "tiff-scan": 2, "jpeg-scan": 1, "png-receipt": 2, "jpeg-photo-receipt": 2}
     return generate(out_dir, 12, seed=SAMPLES_SEED, mix=mix)
 

@@ -16,7 +16,7 @@ import multiprocessing as mp
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 
 from pipeline.rasterize import RasterError, RasterSettings, rasterize
@@ -36,7 +36,10 @@ def rasterize_one(doc: Document, settings: RasterSettings) -> Outcome:
         return doc, RasterError(ErrorType.CORRUPT, f"unexpected {type(e).__name__}: {e}")
 
 
-def _worker_main(conn: Connection, settings: RasterSettings, memory_limit: int | None) -> None:
+RasterFunc = Callable[[Document, RasterSettings], Outcome]
+
+
+def _worker_main(conn: Connection, settings: RasterSettings, memory_limit: int | None, func: RasterFunc) -> None:
     if memory_limit:
         try:
             import resource
@@ -51,7 +54,12 @@ def _worker_main(conn: Connection, settings: RasterSettings, memory_limit: int |
             return
         if doc is None:
             return
-        doc_, out = rasterize_one(doc, settings)
+        try:
+            _, out = func(doc, settings)
+        except MemoryError:
+            out = RasterError(ErrorType.TOO_LARGE, "out of memory while rasterizing (worker memory limit)")
+        except Exception as e:
+            out = RasterError(ErrorType.CORRUPT, f"unexpected {type(e).__name__}: {e}")
         if isinstance(out, RasterError):
             payload: object = ("err", out.error_type.value, out.message)
         else:
@@ -63,10 +71,12 @@ def _worker_main(conn: Connection, settings: RasterSettings, memory_limit: int |
 
 
 class _Worker:
-    def __init__(self, ctx: mp.context.BaseContext, settings: RasterSettings, memory_limit: int | None):
+    def __init__(
+        self, ctx: mp.context.BaseContext, settings: RasterSettings, memory_limit: int | None, func: RasterFunc
+    ):
         parent, child = ctx.Pipe(duplex=True)
         self.conn = parent
-        self.proc = ctx.Process(target=_worker_main, args=(child, settings, memory_limit), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, settings, memory_limit, func), daemon=True)
         self.proc.start()
         child.close()
         self.doc: Document | None = None
@@ -97,7 +107,9 @@ class RasterPool:
         timeout_s: float = 120.0,
         memory_limit_bytes: int | None = None,
         start_method: str = "forkserver",
+        func: RasterFunc = rasterize_one,
     ):
+        self.func = func
         self.settings = settings
         self.n = max(1, workers)
         self.timeout_s = timeout_s
@@ -108,7 +120,7 @@ class RasterPool:
         self.restarts = 0
 
     def __enter__(self) -> "RasterPool":
-        self.workers = [_Worker(self.ctx, self.settings, self.memory_limit) for _ in range(self.n)]
+        self.workers = [_Worker(self.ctx, self.settings, self.memory_limit, self.func) for _ in range(self.n)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -122,7 +134,7 @@ class RasterPool:
     def _replace(self, w: _Worker) -> _Worker:
         w.stop(kill=True)
         self.restarts += 1
-        nw = _Worker(self.ctx, self.settings, self.memory_limit)
+        nw = _Worker(self.ctx, self.settings, self.memory_limit, self.func)
         self.workers[self.workers.index(w)] = nw
         return nw
 
@@ -193,13 +205,17 @@ def rasterize_stream(
     workers: int,
     timeout_s: float = 120.0,
     memory_limit_bytes: int | None = None,
+    func: RasterFunc = rasterize_one,
 ) -> Iterator[Outcome]:
-    """Rasterize in ``workers`` processes (or in this process when ``workers == 1``)."""
+    """Rasterize in ``workers`` processes (or in this process when ``workers == 1``).
+
+    ``func`` must be a module-level function (it is sent to the worker processes).
+    """
     if workers <= 1:
         for doc in docs:
-            yield rasterize_one(doc, settings)
+            yield func(doc, settings)
         return
-    with RasterPool(settings, workers, timeout_s, memory_limit_bytes) as pool:
+    with RasterPool(settings, workers, timeout_s, memory_limit_bytes, func=func) as pool:
         yield from pool.imap(docs)
 
 

@@ -113,17 +113,18 @@ def test_engine_exception_fails_only_that_batch(tmp_path):
     for i in range(5):
         write_pdf(d / f"{i}.pdf", text=f"doc {i}")
 
-    class Flaky(ScriptedEngine):
+    class Broken(ScriptedEngine):
         def generate(self, requests):
-            if not self.batches:
-                self.batches.append(list(requests))
+            self.batches.append(list(requests))
+            if len(self.batches) <= 3:  # the first batch fails on every retry
                 raise RuntimeError("CUDA error: device-side assert")
             return super().generate(requests)
 
     from tests.conftest import invoice_truth
 
     out = tmp_path / "out"
-    s = run_job([str(d)], out, small_config(**{"run.batch_size": 2}), engine=Flaky(callback=lambda r: invoice_truth()))
+    cfg = small_config(**{"run.batch_size": 2, "run.engine_retries": 3, "run.engine_backoff_s": 0})
+    s = run_job([str(d)], out, cfg, engine=Broken(callback=lambda r: invoice_truth()))
     assert (s.succeeded, s.failed) == (3, 2)
     assert q(f"SELECT DISTINCT error_type, stage FROM '{out}/failures/*.parquet'") == [("engine_error", "infer")]
 

@@ -1,0 +1,251 @@
+"""Nightly-job guarantees: resume, exactly-once, engine faults, re-ask, pool recovery, signals."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.discover import discover
+from pipeline.engines.resilient import EngineDead, ResilientEngine
+from pipeline.rasterize import RasterError, RasterSettings
+from pipeline.records import ErrorType
+from pipeline.runner import EXIT_INTERRUPTED, run_job, status
+from pipeline.workers import rasterize_stream
+from tests.conftest import REPO, invoice_truth, small_config, write_image, write_pdf
+from tests.scripted_engine import ScriptedEngine
+
+
+def q(sql):
+    return duckdb.sql(sql).fetchall()
+
+
+def all_rows(out):
+    return q(
+        f"SELECT doc_id, 'r' FROM '{out}/results/*.parquet' UNION ALL SELECT doc_id, 'f' FROM '{out}/failures/*.parquet'"
+    )
+
+
+def make_docs(d: Path, n: int) -> list[Path]:
+    d.mkdir(parents=True, exist_ok=True)
+    return [write_pdf(d / f"doc{i:03d}.pdf", text=f"Invoice number {i}") for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- engine faults
+
+
+class Faulty(ScriptedEngine):
+    """Fault injection around the scripted engine."""
+
+    def __init__(self, faults, **kw):
+        super().__init__(callback=lambda r: invoice_truth(), **kw)
+        self.faults = list(faults)
+        self.sizes = []
+
+    def generate(self, requests):
+        self.sizes.append(len(requests))
+        if self.faults:
+            f = self.faults.pop(0)
+            if f is not None:
+                raise f
+        return super().generate(requests)
+
+
+def test_transient_errors_are_retried_with_backoff():
+    from pipeline.records import Request, Sampling
+
+    reqs = [Request(f"d{i}", [], {}, Sampling()) for i in range(4)]
+    eng = Faulty([TimeoutError("rpc timeout"), ConnectionError("reset")])
+    r = ResilientEngine(eng, retries=3, backoff_s=0)
+    gens = r.generate(reqs)
+    assert [g.error for g in gens] == [None] * 4 and r.transient_retries == 2 and eng.sizes == [4, 4, 4]
+    eng = Faulty([RuntimeError("x")] * 5)
+    gens = ResilientEngine(eng, retries=3, backoff_s=0).generate(reqs)
+    assert {g.error_type for g in gens} == {ErrorType.ENGINE_ERROR} and eng.sizes == [4, 4, 4]
+
+
+def test_out_of_memory_halves_the_batch():
+    from pipeline.records import Request, Sampling
+
+    class OOM(RuntimeError):
+        pass
+
+    reqs = [Request(f"d{i}", [], {}, Sampling()) for i in range(8)]
+    eng = Faulty([OOM("CUDA out of memory. Tried to allocate 2.00 GiB"), OOM("CUDA out of memory")])
+    r = ResilientEngine(eng, retries=3, backoff_s=0)
+    gens = r.generate(reqs)
+    assert [g.doc_id for g in gens] == [f"d{i}" for i in range(8)] and all(g.error is None for g in gens)
+    assert eng.sizes == [8, 4, 2, 2, 4] and r.oom_splits == 2
+
+
+def test_dead_engine_is_rebuilt_once_then_documents_fail():
+    from pipeline.records import Request, Sampling
+
+    reqs = [Request(f"d{i}", [], {}, Sampling()) for i in range(3)]
+    first = Faulty([EngineDead("engine core died")])
+    second = Faulty([])
+    built = []
+    r = ResilientEngine(first, factory=lambda: built.append(1) or second, backoff_s=0)
+    assert all(g.error is None for g in r.generate(reqs))
+    assert first.closed and built == [1] and r.engine is second
+    second.faults = [EngineDead("again")]
+    gens = r.generate(reqs)  # restart budget used up
+    assert {g.error_type for g in gens} == {ErrorType.ENGINE_ERROR} and built == [1]
+
+
+def test_run_survives_engine_death_with_factory(tmp_path):
+    make_docs(tmp_path / "in", 6)
+    first = Faulty([None, EngineDead("worker process died")])
+    second = Faulty([])
+    s = run_job(
+        [str(tmp_path / "in")],
+        tmp_path / "out",
+        small_config(**{"run.batch_size": 2, "run.engine_backoff_s": 0}),
+        engine=first,
+        engine_factory=lambda: second,
+    )
+    assert (s.succeeded, s.failed) == (6, 0) and first.closed and len(second.batches) == 2
+
+
+# ----------------------------------------------------------------------------- re-ask
+
+
+def test_reask_raises_temperature_and_records_attempts(tmp_path):
+    make_docs(tmp_path / "in", 2)
+    temps = []
+
+    def answer(req):
+        temps.append((req.attempt, req.sampling.temperature))
+        return '{"invoice_number": 1}'
+
+    cfg = small_config(**{"run.max_attempts": 3, "run.reask_temperature_step": 0.25})
+    s = run_job([str(tmp_path / "in")], tmp_path / "out", cfg, engine=ScriptedEngine(callback=answer))
+    assert s.failed == 2
+    assert sorted(set(temps)) == [(1, 0.0), (2, 0.25), (3, 0.5)]
+    for attempts, errors, raw in q(f"SELECT attempts, errors, raw_output FROM '{tmp_path}/out/failures/*.parquet'"):
+        assert attempts == 3 and raw == '{"invoice_number": 1}'
+        assert {e.split(":")[0] for e in errors} == {"attempt 1", "attempt 2", "attempt 3"}
+
+
+# ----------------------------------------------------------------------------- re-runs
+
+
+def test_force_and_retry_failed_keep_one_row_per_document(tmp_path):
+    paths = make_docs(tmp_path / "in", 4)
+    ids = {d.path: d.doc_id for d in discover([str(tmp_path / "in")]).documents}
+    bad = ids[str(paths[0])]
+    out = tmp_path / "out"
+    cfg = small_config()
+
+    def flaky_answer(req):
+        return "{broken" if req.doc_id == bad else invoice_truth()
+
+    run_job([str(tmp_path / "in")], out, cfg, engine=ScriptedEngine(callback=flaky_answer))
+    assert sorted(t for _, t in all_rows(out)) == ["f", "r", "r", "r"]
+    st = status(out)
+    assert (st.done, st.failed_by_type, st.pending) == (3, {"invalid_json": 1}, 0)
+    # --retry-failed: only the retryable failure is re-run, and its old failure row is gone
+    eng = ScriptedEngine(callback=lambda r: invoice_truth())
+    s = run_job([str(tmp_path / "in")], out, cfg, engine=eng, retry_failed=True)
+    assert s.processed == 1 and [r.doc_id for b in eng.batches for r in b] == [bad]
+    rows = all_rows(out)
+    assert len(rows) == 4 and {t for _, t in rows} == {"r"}
+    # --force: everything again, still one row each
+    s = run_job([str(tmp_path / "in")], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()), force=True)
+    assert s.processed == 4 and len(all_rows(out)) == 4
+    # a changed model reprocesses and the new rows replace the old ones
+    s = run_job([str(tmp_path / "in")], out, small_config(**{"engine.model": "m2"}), engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    assert s.processed == 4
+    assert q(f"SELECT DISTINCT model FROM '{out}/results/*.parquet'") == [("m2",)] and len(all_rows(out)) == 4
+
+
+# ----------------------------------------------------------------------------- rasterize pool
+
+
+def test_pool_recovers_from_hang_crash_and_memory_blowup(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("ok1.pdf", "hang.pdf", "ok2.pdf", "segv.pdf", "oom.pdf", "ok3.pdf"):
+        write_pdf(d / name, text=name)
+    docs = discover([str(d)]).documents
+    from tests.raster_faults import faulty
+
+    t0 = time.monotonic()
+    out = dict(
+        (os.path.basename(doc.path), res)
+        for doc, res in rasterize_stream(docs, RasterSettings(dpi=72, max_pixels=50176), 2, timeout_s=3, memory_limit_bytes=4 << 30, func=faulty)
+    )
+    assert time.monotonic() - t0 < 30
+    assert out["hang.pdf"].error_type is ErrorType.TIMEOUT
+    assert out["segv.pdf"].error_type is ErrorType.WORKER_CRASHED and "-11" in out["segv.pdf"].message
+    assert out["oom.pdf"].error_type is ErrorType.TOO_LARGE
+    assert all(not isinstance(out[f"ok{i}.pdf"], RasterError) for i in (1, 2, 3))
+
+
+# ----------------------------------------------------------------------------- crash safety
+
+
+def _cli_cmd(inputs, out, cfg):
+    exe = Path(sys.executable).parent / "docextract"
+    return [str(exe), "run", str(inputs), "--out", str(out), "-c", str(cfg), "--engine", "tests.slow_engine:factory"]
+
+
+@pytest.fixture
+def slow_setup(tmp_path):
+    make_docs(tmp_path / "in", 12)
+    write_image(tmp_path / "in" / "photo.png")
+    (tmp_path / "in" / "bad.pdf").write_text("nope")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n"
+        "[run]\nbatch_size = 2\nprogress = false\n[engine.options]\ndelay_s = 0.15\n"
+    )
+    return tmp_path / "in", cfg
+
+
+def test_sigterm_finishes_the_batch_and_resume_completes(slow_setup, tmp_path):
+    inputs, cfg = slow_setup
+    out = tmp_path / "out"
+    p = subprocess.Popen(_cli_cmd(inputs, out, cfg), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((out / "results").glob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in err
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    partial = len(all_rows(out))
+    assert 0 < partial < 14
+    r = subprocess.run(_cli_cmd(inputs, out, cfg), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = all_rows(out)
+    assert len(rows) == 14 == len({d for d, _ in rows})
+
+
+def test_sigkill_at_random_points_then_resume_is_exactly_once(slow_setup, tmp_path):
+    inputs, cfg = slow_setup
+    rng = random.Random(1234)
+    expected = 14
+    for trial in range(20):
+        out = tmp_path / f"out{trial}"
+        kills = 0
+        # kill 1-2 times at random moments (startup, discover, rasterize, inference, commit), then finish
+        for _ in range(rng.choice([1, 2])):
+            p = subprocess.Popen(_cli_cmd(inputs, out, cfg), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.3, 3.0))
+            p.kill()
+            p.wait()
+            kills += 1
+        r = subprocess.run(_cli_cmd(inputs, out, cfg), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (trial, r.stderr)
+        rows = all_rows(out)
+        ids = [d for d, _ in rows]
+        assert len(ids) == expected and len(set(ids)) == expected, (trial, kills, len(ids), len(set(ids)))
+        assert not list((out / "_tmp").glob("*")), trial
