@@ -406,100 +406,125 @@ class Runner:
         timings: Counter[str],
         counts: Counter[str],
     ) -> None:
+        """Pipelined: batch k is submitted to the engine (its own thread) as soon as batch k-1's answers
+        are back; batch k-1 is then validated and committed while the engine works on k, and batch k+1
+        is assembled from pages the rasterizing processes made meanwhile.  Re-asks join the next batch
+        that is assembled."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         cfg = self.config
-        batch_size = cfg.run.batch_size
-        max_attempts = cfg.run.max_attempts
-        carry: list[_Pending] = []  # re-asks for the next batch
+        carry: list[_Pending] = []  # re-asks waiting for a batch
         exhausted = False
+        in_flight: tuple[list[_Pending], Future[list[Generation]], float] | None = None
         self.progress.stage = "extracting"
-        while not exhausted or carry:
-            batch: list[_Pending] = carry
-            carry = []
-            failures: list[dict[str, Any]] = []
-            t_wait = time.perf_counter()
-            while len(batch) < batch_size and not exhausted and not self._stop.is_set():
-                try:
-                    doc, out = next(items)
-                except StopIteration:
-                    exhausted = True
-                    break
-                if isinstance(out, RasterError):
-                    failures.append(
-                        self._failure_row(doc, Failure(doc.doc_id, Stage.RASTERIZE, out.error_type, out.message))
-                    )
-                    continue
-                timings["rasterize_cpu"] += out.seconds
-                counts["pages"] += len(out.pages)
-                self.progress.pages += len(out.pages)
-                t_p = time.perf_counter()
-                req = build_request(
-                    doc.doc_id,
-                    out.pages,
-                    self.model,
-                    self.json_schema,
-                    self._sampling(1),
-                    system=cfg.prompt.system,
-                    extra_instructions=cfg.prompt.instructions,
-                )
-                timings["prompt"] += time.perf_counter() - t_p
-                batch.append(_Pending(out, req))
-            timings["wait_for_pages"] += time.perf_counter() - t_wait
-            if self._stop.is_set():
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
+            while True:
+                batch, raster_failures, exhausted = self._assemble(items, carry, exhausted, timings, counts)
+                carry = []
+                if raster_failures:
+                    commit([], raster_failures)
+                finished: tuple[list[_Pending], list[Generation]] | None = None
+                if in_flight is not None:
+                    prev, fut, t_submit = in_flight
+                    gens = fut.result()
+                    timings["engine"] += time.perf_counter() - t_submit
+                    finished = (prev, gens)
+                    in_flight = None
+                if batch and not self._stop.is_set():
+                    requests = [p.request for p in batch]
+                    in_flight = (batch, pool.submit(self._generate, engine, requests), time.perf_counter())
+                if finished is not None:
+                    carry = self._validate_and_commit(*finished, commit, timings, counts)
+                if self._stop.is_set():
+                    if in_flight is not None:  # finish the batch the engine has, then stop
+                        prev, fut, t_submit = in_flight
+                        gens = fut.result()
+                        timings["engine"] += time.perf_counter() - t_submit
+                        self._validate_and_commit(prev, gens, commit, timings, counts, allow_reask=False)
+                    return  # documents not committed (re-asks included) stay pending for the next run
+                if exhausted and not carry and in_flight is None:
+                    return
+
+    def _assemble(
+        self,
+        items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
+        carry: list[_Pending],
+        exhausted: bool,
+        timings: Counter[str],
+        counts: Counter[str],
+    ) -> tuple[list[_Pending], list[dict[str, Any]], bool]:
+        """Up to ``batch_size`` requests (re-asks first) and the rasterize failures met on the way."""
+        cfg = self.config
+        batch = list(carry)
+        failures: list[dict[str, Any]] = []
+        t_wait = time.perf_counter()
+        while len(batch) < cfg.run.batch_size and not exhausted and not self._stop.is_set():
+            try:
+                doc, out = next(items)
+            except StopIteration:
                 exhausted = True
-            results: list[dict[str, Any]] = []
-            if batch:
-                t_e = time.perf_counter()
-                gens = self._generate(engine, [p.request for p in batch])
-                timings["engine"] += time.perf_counter() - t_e
-                t_v = time.perf_counter()
-                for p, gen in zip(batch, gens, strict=True):
-                    p.attempts += 1
-                    p.prompt_tokens += gen.prompt_tokens
-                    p.output_tokens += gen.output_tokens
-                    counts["prompt_tokens"] += gen.prompt_tokens
-                    counts["output_tokens"] += gen.output_tokens
-                    outcome = validate_generation(gen, self.model)
-                    if isinstance(outcome, Extraction):
-                        results.append(self._result_row(p, outcome))
-                        continue
-                    p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
-                    if (
-                        outcome.error_type in REASK_TYPES
-                        and p.attempts < max_attempts
-                        and not self._stop.is_set()
-                        and outcome.raw_output
-                    ):
-                        p.request = reask_request(
-                            p.request, outcome.raw_output, outcome.errors, self._sampling(p.attempts + 1)
-                        )
-                        carry.append(p)
-                        continue
-                    doc = p.rdoc.document
-                    failures.append(
-                        self._failure_row(
-                            doc, outcome, p.rdoc, p.attempts, p.errors, (p.prompt_tokens, p.output_tokens)
-                        )
-                    )
-                timings["validate"] += time.perf_counter() - t_v
-            if results or failures:
-                commit(results, failures)
-            if self._stop.is_set() and not carry:
                 break
-            if self._stop.is_set():
-                # Interrupted with re-asks pending: record them as failures now rather than lose them.
-                rows = [
-                    self._failure_row(
-                        p.rdoc.document,
-                        Failure(p.rdoc.document.doc_id, Stage.VALIDATE, ErrorType.SCHEMA_MISMATCH, p.errors[-1]),
-                        p.rdoc,
-                        p.attempts,
-                        p.errors,
-                        (p.prompt_tokens, p.output_tokens),
-                    )
-                    for p in carry
-                ]
-                commit([], rows)
-                break
+            if isinstance(out, RasterError):
+                failures.append(self._failure_row(doc, Failure(doc.doc_id, Stage.RASTERIZE, out.error_type, out.message)))
+                continue
+            timings["rasterize_cpu"] += out.seconds
+            counts["pages"] += len(out.pages)
+            self.progress.pages += len(out.pages)
+            t_p = time.perf_counter()
+            req = build_request(
+                doc.doc_id,
+                out.pages,
+                self.model,
+                self.json_schema,
+                self._sampling(1),
+                system=cfg.prompt.system,
+                extra_instructions=cfg.prompt.instructions,
+            )
+            timings["prompt"] += time.perf_counter() - t_p
+            batch.append(_Pending(out, req))
+        timings["assemble"] += time.perf_counter() - t_wait
+        return batch, failures, exhausted
+
+    def _validate_and_commit(
+        self,
+        batch: list[_Pending],
+        gens: list[Generation],
+        commit: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None],
+        timings: Counter[str],
+        counts: Counter[str],
+        allow_reask: bool = True,
+    ) -> list[_Pending]:
+        """Validate a batch's answers, commit results and final failures; return the re-asks."""
+        t_v = time.perf_counter()
+        results: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        reasks: list[_Pending] = []
+        for p, gen in zip(batch, gens, strict=True):
+            p.attempts += 1
+            p.prompt_tokens += gen.prompt_tokens
+            p.output_tokens += gen.output_tokens
+            counts["prompt_tokens"] += gen.prompt_tokens
+            counts["output_tokens"] += gen.output_tokens
+            outcome = validate_generation(gen, self.model)
+            if isinstance(outcome, Extraction):
+                results.append(self._result_row(p, outcome))
+                continue
+            p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
+            if (
+                allow_reask
+                and outcome.error_type in REASK_TYPES
+                and p.attempts < self.config.run.max_attempts
+                and outcome.raw_output
+            ):
+                p.request = reask_request(p.request, outcome.raw_output, outcome.errors, self._sampling(p.attempts + 1))
+                reasks.append(p)
+                continue
+            tokens = (p.prompt_tokens, p.output_tokens)
+            failures.append(self._failure_row(p.rdoc.document, outcome, p.rdoc, p.attempts, p.errors, tokens))
+        timings["validate"] += time.perf_counter() - t_v
+        if results or failures:
+            commit(results, failures)
+        return reasks
 
     def _generate(self, engine: Engine, requests: list[Request]) -> list[Generation]:
         """The engine's answers; an engine exception fails this batch's documents, not the run."""

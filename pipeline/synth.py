@@ -127,14 +127,23 @@ def generate(
 
 
 def write_samples(out_dir: Path) -> list[SynthDoc]:
-    """A dozen small documents covering every variant (fixed seed), for ``data/samples/``."""
+    """A dozen small documents covering every variant (fixed seed), for ``data/samples/``.
+
+    Invoices go to ``out_dir/invoices`` and receipts to ``out_dir/receipts`` so each
+    folder can be run with its own schema (``docextract run data/samples/invoices
+    --schema invoice``).  Files a previous call wrote are removed first.
+    """
     out_dir = Path(out_dir)
-    if out_dir.is_dir():  # replace a previous sample set (only files this module names)
-        for f in out_dir.iterdir():
-            if f.is_file() and (f.name == "truth.jsonl" or _OWN_FILE.match(f.name)):
-                f.unlink()
-    mix = {"pdf-digital": 3, "pdf-scan": 2, "tiff-scan": 2, "jpeg-scan": 1, "png-receipt": 2, "jpeg-photo-receipt": 2}
-    return generate(out_dir, 12, seed=SAMPLES_SEED, mix=mix)
+    for d in (out_dir, out_dir / "invoices", out_dir / "receipts"):
+        if d.is_dir():  # only files this module names
+            for f in d.iterdir():
+                if f.is_file() and (f.name == "truth.jsonl" or _OWN_FILE.match(f.name)):
+                    f.unlink()
+    inv = generate(out_dir / "invoices", 8, seed=SAMPLES_SEED, kinds=("invoice",),
+                   mix={"pdf-digital": 3, "pdf-scan": 2, "tiff-scan": 2, "jpeg-scan": 1})
+    rec = generate(out_dir / "receipts", 4, seed=SAMPLES_SEED, kinds=("receipt",),
+                   mix={"png-receipt": 2, "jpeg-photo-receipt": 2})
+    return inv + rec
 
 
 # --------------------------------------------------------------------------------------
@@ -1836,6 +1845,8 @@ def _receipt_context(rng: random.Random, fonts: RFonts, width: int, loc: Loc) ->
     cat = RECEIPT_ITEMS[store]
     li = LANG_IDX[lang]
     n = rng.choice([1, 2, 2, 3, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 26]) if store != "fuel" else rng.randint(1, 3)
+    if store != "grocery":
+        n = min(n, len(cat) + 2)
     items: list[RItem] = []
     amount_w = fonts.reg.getlength(" " + fmt.num(Decimal("9999.99")) + " A")
     name_w = inner - amount_w - (fonts.reg.getlength("00 ") if qty_style == "inline" else 0)
