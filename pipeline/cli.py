@@ -163,7 +163,7 @@ def rasterize(
 
     cfg = _config(config, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
     r = cfg.rasterize
-    settings = RasterSettings(r.dpi, r.min_pixels, r.max_pixels, r.max_pages, r.max_source_pixels)
+    settings = RasterSettings(r.dpi, r.min_pixels, r.max_pixels, r.max_pages, r.max_source_pixels, r.direct_scans)
     try:
         rep = write_stage(inputs, out, settings, cfg.effective_workers(), r.timeout_s)
     except (ValueError, OSError) as e:

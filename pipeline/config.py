@@ -36,6 +36,9 @@ class RasterizeConfig(_Section):
     max_pages: int = Field(8, ge=1, description="Pages kept per document; extra pages are dropped with a warning.")
     workers: int = Field(0, ge=0, description="Rasterizing processes; 0 = one per CPU core; 1 = in the main process.")
     timeout_s: float = Field(120.0, gt=0, description="Time limit for rasterizing one document (worker processes only).")
+    direct_scans: bool = Field(
+        True, description="Decode a page that is one full-page JPEG scan directly instead of rendering it."
+    )
     max_source_pixels: int = Field(
         178_956_970, ge=1, description="Refuse images/pages whose decoded size exceeds this (decompression-bomb guard)."
     )

@@ -40,6 +40,7 @@ class RasterSettings:
     max_pixels: int = 1280 * PATCH * PATCH
     max_pages: int = 8
     max_source_pixels: int = 178_956_970
+    direct_scans: bool = True  # decode full-page JPEG scans directly instead of rendering them
 
 
 def fit_to_grid(width: float, height: float, min_pixels: int, max_pixels: int, factor: int = PATCH) -> tuple[int, int]:
@@ -74,6 +75,60 @@ def image_tokens(width: int, height: int) -> int:
 
 
 # --------------------------------------------------------------------------- PDF
+
+
+def _scan_image(pdf: object, page: object, tw: int, th: int) -> Image.Image | None:
+    """A scanned page that is one upright, full-page JPEG, decoded directly instead of rendered.
+
+    Only when the result is the same picture: exactly one image, covering the page (within 1%),
+    not rotated or flipped, no soft mask, grey or RGB (CMYK JPEGs in PDFs carry Decode-array
+    subtleties), no vector drawings, and no visible text (an invisible OCR layer is fine).
+    JPEG decoding then scales by 1/2, 1/4 or 1/8 while decoding (``draft``), which is where the
+    time goes for scans.
+    """
+    import pymupdf
+
+    try:
+        if page.rotation != 0:  # type: ignore[attr-defined]
+            return None
+        images = page.get_images(full=True)  # type: ignore[attr-defined]  # listing only, nothing decoded
+        if len(images) != 1:
+            return None
+        xref, smask, _, _, bpc, _, _, _, filt, _ = images[0]
+        if smask or bpc != 8 or filt != "DCTDecode":
+            return None
+        placements = page.get_image_info()  # type: ignore[attr-defined]  # no hashes: nothing decoded
+        if len(placements) != 1:
+            return None
+        a, b, c, d, _, _ = placements[0]["transform"]
+        if a <= 0 or d <= 0 or abs(b) > 1e-3 or abs(c) > 1e-3:
+            return None  # rotated or flipped placement
+        bbox = pymupdf.Rect(placements[0]["bbox"])
+        r = page.rect  # type: ignore[attr-defined]
+        tol_x, tol_y = r.width * 0.01, r.height * 0.01
+        if (
+            abs(bbox.x0 - r.x0) > tol_x
+            or abs(bbox.y0 - r.y0) > tol_y
+            or abs(bbox.x1 - r.x1) > tol_x
+            or abs(bbox.y1 - r.y1) > tol_y
+        ):
+            return None
+        if page.get_drawings():  # type: ignore[attr-defined]
+            return None
+        if any(span.get("type") != 3 for span in page.get_texttrace()):  # type 3 = invisible text
+            return None
+        raw = pdf.extract_image(xref)  # type: ignore[attr-defined]
+        if not raw or raw.get("ext") not in ("jpeg", "jpg") or raw.get("colorspace") not in (1, 3):
+            return None
+        import io
+
+        img = Image.open(io.BytesIO(raw["image"]))
+        img.draft(img.mode, (tw, th))
+        if img.size != (tw, th):
+            img = img.resize((tw, th), Image.Resampling.BICUBIC)  # resize in the source mode (L is 3x cheaper)
+        return img.convert("RGB") if img.mode != "RGB" else img
+    except Exception:
+        return None  # anything unexpected: fall back to rendering
 
 
 def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedDoc:
@@ -113,11 +168,14 @@ def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedD
                 pw, ph = rect.width, rect.height
                 src_w, src_h = pw * s.dpi / 72.0, ph * s.dpi / 72.0
                 tw, th = fit_to_grid(src_w, src_h, s.min_pixels, s.max_pixels)
-                matrix = pymupdf.Matrix(tw / pw, th / ph)
-                pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB, annots=True)
-                img = Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1)
-                img = img.copy() if (pix.width, pix.height) == (tw, th) else img.resize((tw, th), Image.Resampling.BICUBIC)
-                del pix
+                img = _scan_image(pdf, page, tw, th) if s.direct_scans else None
+                if img is None:
+                    matrix = pymupdf.Matrix(tw / pw, th / ph)
+                    pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB, annots=True)
+                    img = Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1)
+                    same = (pix.width, pix.height) == (tw, th)
+                    img = img.copy() if same else img.resize((tw, th), Image.Resampling.BICUBIC)
+                    del pix
             except RasterError as e:
                 raise RasterError(e.error_type, f"page {i + 1}: {e.message}") from None
             except MemoryError:

@@ -144,6 +144,7 @@ class Runner:
             max_pixels=config.rasterize.max_pixels,
             max_pages=config.rasterize.max_pages,
             max_source_pixels=config.rasterize.max_source_pixels,
+            direct_scans=config.rasterize.direct_scans,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -165,3 +165,51 @@ def test_thousands_of_pages_only_renders_max_pages(tmp_path):
     doc.save(tmp_path / "many.pdf")
     out = rasterize(doc_for(tmp_path / "many.pdf"), S)
     assert out.total_pages == 2000 and len(out.pages) == S.max_pages
+
+
+def _scan_pdf(path, overlay_text=None, invisible_text=None):
+    im = Image.new("L", (1654, 2339), 255)
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(im)
+    for y in range(100, 2200, 50):
+        d.text((100, y), "Invoice line 12.34 EUR " * 6, fill=0)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_image(page.rect, stream=buf.getvalue())
+    if overlay_text:
+        page.insert_text((72, 72), overlay_text, fontsize=30)
+    if invisible_text:
+        page.insert_text((72, 200), invisible_text, fontsize=12, render_mode=3)
+    doc.save(path)
+    return path
+
+
+def test_full_page_jpeg_scans_are_decoded_directly_with_the_same_picture(tmp_path):
+    direct = RasterSettings(max_pixels=1280 * 28 * 28, direct_scans=True)
+    render = RasterSettings(max_pixels=1280 * 28 * 28, direct_scans=False)
+    for name, kw in {"plain": {}, "ocr_layer": {"invisible_text": "hidden OCR text"}}.items():
+        doc = doc_for(_scan_pdf(tmp_path / f"{name}.pdf", **kw))
+        a = np.asarray(rasterize(doc, direct).pages[0].image, dtype=int)
+        b = np.asarray(rasterize(doc, render).pages[0].image, dtype=int)
+        assert a.shape == b.shape and np.abs(a - b).mean() < 2.0, name
+
+
+def test_scan_with_visible_overlay_is_rendered_not_decoded(tmp_path):
+    from pipeline import rasterize as r
+
+    doc = doc_for(_scan_pdf(tmp_path / "stamped.pdf", overlay_text="PAID"))
+    direct = RasterSettings(max_pixels=1280 * 28 * 28, direct_scans=True)
+    render = RasterSettings(max_pixels=1280 * 28 * 28, direct_scans=False)
+    a = np.asarray(rasterize(doc, direct).pages[0].image)
+    b = np.asarray(rasterize(doc, render).pages[0].image)
+    assert (a == b).all()  # the stamp is visible, so the page was rendered, not decoded
+    import pymupdf as m
+
+    pdf = m.open(doc.path)
+    assert r._scan_image(pdf, pdf[0], 840, 1176) is None
+    plain = doc_for(_scan_pdf(tmp_path / "plain.pdf"))
+    pdf2 = m.open(plain.path)
+    assert r._scan_image(pdf2, pdf2[0], 840, 1176) is not None

@@ -251,8 +251,10 @@ def test_write_samples_covers_every_variant(tmp_path: Path) -> None:
     docs = synth.write_samples(tmp_path)
     assert len(docs) == 12
     assert {d.variant for d in docs} == ALL_VARIANTS
+    assert all(d.path.parent == tmp_path / ("invoices" if d.kind == "invoice" else "receipts") for d in docs)
     assert not (tmp_path / "00099-invoice-pdf-digital.pdf").exists()
     assert (tmp_path / "README.md").read_text() == "keep"
-    assert any(d.pages > 1 for d in docs)
-    size = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert {(d.variant, d.pages) for d in docs} >= {("pdf-digital", 3), ("pdf-scan", 3), ("tiff-scan", 2)}
+    assert {d.meta["locale"] for d in docs if d.kind == "invoice"} == set(synth.LOCALES)
+    size = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
     assert size < 3 * 1024 * 1024
