@@ -159,8 +159,8 @@ class EvalReport:
     warnings: list[str] = field(default_factory=list)
     evaluated_at: str = ""
 
-    def field(self, name: str) -> FieldStats:
-        """The stats of field ``name``."""
+    def field_stats(self, name: str) -> FieldStats:
+        """The stats of field ``name`` (``total``, ``vendor.name``, ``line_items.amount``)."""
         for f in self.fields:
             if f.field == name:
                 return f

@@ -416,7 +416,7 @@ class Runner:
         cfg = self.config
         carry: list[_Pending] = []  # re-asks waiting for a batch
         exhausted = False
-        in_flight: tuple[list[_Pending], Future[list[Generation]], float] | None = None
+        in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
         self.progress.stage = "extracting"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
             while True:
@@ -426,21 +426,21 @@ class Runner:
                     commit([], raster_failures)
                 finished: tuple[list[_Pending], list[Generation]] | None = None
                 if in_flight is not None:
-                    prev, fut, t_submit = in_flight
-                    gens = fut.result()
-                    timings["engine"] += time.perf_counter() - t_submit
+                    prev, fut, _ = in_flight
+                    gens, busy = fut.result()
+                    timings["engine"] += busy
                     finished = (prev, gens)
                     in_flight = None
                 if batch and not self._stop.is_set():
                     requests = [p.request for p in batch]
-                    in_flight = (batch, pool.submit(self._generate, engine, requests), time.perf_counter())
+                    in_flight = (batch, pool.submit(self._timed_generate, engine, requests), time.perf_counter())
                 if finished is not None:
                     carry = self._validate_and_commit(*finished, commit, timings, counts)
                 if self._stop.is_set():
                     if in_flight is not None:  # finish the batch the engine has, then stop
-                        prev, fut, t_submit = in_flight
-                        gens = fut.result()
-                        timings["engine"] += time.perf_counter() - t_submit
+                        prev, fut, _ = in_flight
+                        gens, busy = fut.result()
+                        timings["engine"] += busy
                         self._validate_and_commit(prev, gens, commit, timings, counts, allow_reask=False)
                     return  # documents not committed (re-asks included) stay pending for the next run
                 if exhausted and not carry and in_flight is None:
@@ -526,6 +526,12 @@ class Runner:
         if results or failures:
             commit(results, failures)
         return reasks
+
+    def _timed_generate(self, engine: Engine, requests: list[Request]) -> tuple[list[Generation], float]:
+        """Runs in the engine thread; the time measured is the engine's own busy time."""
+        t0 = time.perf_counter()
+        gens = self._generate(engine, requests)
+        return gens, time.perf_counter() - t0
 
     def _generate(self, engine: Engine, requests: list[Request]) -> list[Generation]:
         """The engine's answers; an engine exception fails this batch's documents, not the run."""
