@@ -183,11 +183,12 @@ class EvalReport:
 
 _MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
            "october", "november", "december"]  # fmt: skip
+_YEAR = r"(\d{4}|\d{2})(?!\d)"  # four digits, or two (18 -> 2018, 85 -> 1985)
 _DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("ymd", re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})")),
     ("ymd", re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d)")),
-    ("dmy", re.compile(r"(?<!\d)(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}|\d{2})(?!\d)")),
-    ("d_mon_y", re.compile(r"(?<!\d)(\d{1,2})(?:st|nd|rd|th)?[\s\-/.]*([A-Za-z]{3,9})\.?[\s\-/.,]*(\d{4}|\d{2})(?!\d)")),
+    ("dmy", re.compile(r"(?<!\d)(\d{1,2})[-/.](\d{1,2})[-/.]" + _YEAR)),
+    ("d_mon_y", re.compile(r"(?<!\d)(\d{1,2})(?:st|nd|rd|th)?[\s\-/.]*([A-Za-z]{3,9})\.?[\s\-/.,]*" + _YEAR)),
     ("mon_d_y", re.compile(r"([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})(?!\d)")),
 ]
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?\s*([ap])?\.?m?\.?", re.IGNORECASE)
@@ -557,6 +558,11 @@ def _key_similarity(t: Item, p: Item, key: int | None) -> float:
     return difflib.SequenceMatcher(None, t[key], p[key]).ratio()
 
 
+def _pair_weight(t: Item, p: Item, key: int | None, scale: int) -> int:
+    """Equal fields first; description similarity (0..1000) only breaks ties."""
+    return equal_fields(t, p) * scale + int(1000 * _key_similarity(t, p, key))
+
+
 def _exact_pairs(truth: list[Item], pred: list[Item]) -> list[tuple[int, int]]:
     """Pair identical items first (always part of some optimal assignment; keeps big lists fast)."""
     free: dict[Item, list[int]] = {}
@@ -577,10 +583,7 @@ def match_items(truth: list[Item], pred: list[Item], key: int | None = None) -> 
     rest_p = [j for j in range(len(pred)) if j not in {b for _, b in pairs}]
     if rest_t and rest_p:
         scale = 1000 * min(len(rest_t), len(rest_p)) + 1  # tie-breaks sum to less than one equal field
-        weights = [
-            [equal_fields(truth[i], pred[j]) * scale + int(1000 * _key_similarity(truth[i], pred[j], key)) for j in rest_p]
-            for i in rest_t
-        ]
+        weights = [[_pair_weight(truth[i], pred[j], key, scale) for j in rest_p] for i in rest_t]
         for a, b in max_weight_pairs(weights):
             if equal_fields(truth[rest_t[a]], pred[rest_p[b]]) > 0:
                 pairs.append((rest_t[a], rest_p[b]))
@@ -628,7 +631,8 @@ def _sibling_document(path: Path, stem: str, exclude_suffixes: set[str], warning
         known = [p for p in candidates if _sniff_file(p) is not DocKind.UNKNOWN]
         if len(known) == 1:
             return known[0]
-        warnings.append(f"{path}: several documents named {stem}.* ({', '.join(p.name for p in candidates)}); using {candidates[0].name}")
+        names = ", ".join(p.name for p in candidates)
+        warnings.append(f"{path}: several documents named {stem}.* ({names}); using {candidates[0].name}")
     return candidates[0] if candidates else None
 
 
@@ -680,8 +684,8 @@ def _load_truth_index(index: Path) -> list[tuple[Path | None, TruthDoc]]:
             raise EvalError(f"{label}: not JSON: {e}") from e
         if not isinstance(rec, dict) or "file" not in rec or not isinstance(rec.get("truth"), dict):
             raise EvalError(f"{label}: expected an object with 'file' and 'truth'")
-        doc = index.parent / rec["file"]
-        doc = doc if doc.is_file() else None
+        path = index.parent / str(rec["file"])
+        doc = path if path.is_file() else None
         stem = PurePath(str(rec["file"])).stem
         out.append((doc, _truth_doc(label, {"schema": rec.get("schema"), "truth": rec["truth"]}, doc, stem)))
     return out
@@ -840,7 +844,8 @@ def choose_schema(mode: str, docs: list[TruthDoc], outcomes: list[Outcome], sche
     if len(produced) == 1 and (not declared or next(iter(produced)) in declared):
         return next(iter(produced))
     counts = ", ".join(f"{k}: {n}" for k, n in sorted(declared.items())) or "none declared"
-    raise EvalError(f"cannot tell which schema to score (truth: {counts}; results: {sorted(produced) or 'none'}); pass a schema")
+    made = ", ".join(sorted(produced)) or "none"
+    raise EvalError(f"cannot tell which schema to score (truth: {counts}; results: {made}); pass a schema")
 
 
 # =========================================================================== scoring
@@ -950,6 +955,7 @@ def evaluate(truth: Path, results: Path, schema: str | None = None) -> EvalRepor
     if mode == "sroie":
         plan = plan.only(SROIE_MAP.values())
     selected = _dedupe([d for d in docs if d.schema in (None, name)], warnings)
+    skipped = sum(1 for d in docs if d.schema not in (None, name))
     if not selected:
         raise EvalError(f"no ground truth for schema {name!r} in {truth}")
     index = ResultIndex.build(outcomes, name)
@@ -958,14 +964,14 @@ def evaluate(truth: Path, results: Path, schema: str | None = None) -> EvalRepor
     for doc in selected:
         outcome = index.find(doc, warnings)
         status, error_type = _status(outcome)
-        pred = view(plan, outcome.row) if status == "matched" else empty_view(plan)  # type: ignore[union-attr]
+        pred = view(plan, outcome.row) if outcome is not None and status == "matched" else empty_view(plan)
         wrong = scorer.add(view(plan, doc.data), pred)
         doc_id = outcome.row["doc_id"] if outcome else doc.doc_id
         documents.append(DocResult(doc.label, doc_id, status, status == "matched" and not wrong, error_type, wrong))
     other = sum(1 for d in documents if d.status == "missing" and d.doc_id in index.other_schema)
     if other:
         warnings.append(f"{other} truth document(s) have rows only under another schema than {name!r}")
-    return _report(name, mode, truth, results, scorer, documents, len(docs) - len(selected), warnings)
+    return _report(name, mode, truth, results, scorer, documents, skipped, warnings)
 
 
 def _report(
@@ -1014,10 +1020,12 @@ def _row(name: str, tp: Any, fp: Any, fn: Any, p: float, r: float, f: float, wid
 def format_table(report: EvalReport) -> str:
     """A plain-text table: header counts, one line per field, overall, item lists, exact match, warnings."""
     width = max([len("overall (micro)")] + [len(f.field) for f in report.fields])
+    counts = f"matched {report.matched}, failed {report.failed}, missing {report.missing}"
+    if report.skipped_truth:
+        counts += f"; truth for other schemas skipped {report.skipped_truth}"
     lines = [
         f"schema {report.schema} ({report.mode}); truth {report.truth_path}; results {report.results_path}",
-        f"truth documents {report.truth_documents}: matched {report.matched}, failed {report.failed}, "
-        f"missing {report.missing}" + (f"; other-schema truth skipped {report.skipped_truth}" if report.skipped_truth else ""),
+        f"truth documents {report.truth_documents}: {counts}",
     ]
     if report.failures_by_type:
         lines.append("failures: " + ", ".join(f"{k} {n}" for k, n in report.failures_by_type.items()))

@@ -76,7 +76,7 @@ DEFAULT_MIX: dict[str, float] = {
     "jpeg-photo-receipt": 0.28,
 }
 SAMPLES_SEED = 38  # picked: 2- and 3-page invoices, multi-page PDF scan and TIFF, all 6 locales
-_OWN_FILE = re.compile(r"^\d{5}-(invoice|receipt)-[a-z-]+\.(pdf|tiff|jpg|png|truth\.json)$")
+_OWN_FILE = re.compile(r"^(\d{5}-(invoice|receipt)-[a-z-]+\.(pdf|tiff|jpg|png|truth\.json)|bad-[a-z]+\.pdf)$")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,38 @@ def write_samples(out_dir: Path) -> list[SynthDoc]:
                    mix={"pdf-digital": 3, "pdf-scan": 2, "tiff-scan": 2, "jpeg-scan": 1})
     rec = generate(out_dir / "receipts", 4, seed=SAMPLES_SEED, kinds=("receipt",),
                    mix={"png-receipt": 2, "jpeg-photo-receipt": 2})
+    write_bad_samples(out_dir / "invoices")
     return inv + rec
+
+
+BAD_SAMPLES = {
+    "bad-truncated.pdf": ("rasterize", "corrupt"),
+    "bad-encrypted.pdf": ("rasterize", "encrypted"),
+    "bad-empty.pdf": ("discover", "empty_file"),
+    "bad-notes.pdf": ("discover", "unsupported_type"),
+}
+
+
+def write_bad_samples(out_dir: Path) -> dict[str, tuple[str, str]]:
+    """The inputs every backlog has: a truncated PDF, an encrypted PDF, a zero-byte file and a
+    text file named ``.pdf``.  Returns file name -> (expected stage, expected error type)."""
+    import pymupdf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = pymupdf.open()
+    for i in range(3):
+        doc.new_page().insert_text((72, 72), f"Invoice INV-{i:04d} page {i + 1}", fontsize=14)
+    full = doc.tobytes()
+    doc.close()
+    (out_dir / "bad-truncated.pdf").write_bytes(full[: len(full) // 2])
+    enc = pymupdf.open()
+    enc.new_page().insert_text((72, 72), "Confidential invoice", fontsize=14)
+    enc.save(out_dir / "bad-encrypted.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="owner", user_pw="secret")
+    enc.close()
+    (out_dir / "bad-empty.pdf").write_bytes(b"")
+    (out_dir / "bad-notes.pdf").write_text("Reminder: scan the March invoices.\n", encoding="utf-8")
+    return dict(BAD_SAMPLES)
 
 
 # --------------------------------------------------------------------------------------
