@@ -310,6 +310,27 @@ def synth(
     typer.echo("  " + ", ".join(f"{k}={v}" for k, v in sorted(by.items())))
 
 
+@app.command("eval")
+def eval_cmd(
+    truth: Annotated[Path, typer.Option("--truth", "-t", help="Documents with <name>.truth.json, truth.jsonl, or SROIE-style JSON.")],
+    results: Annotated[Path, typer.Option("--results", "-r", help="Output directory of a run.")],
+    schema: SchemaOpt = None,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the report (.json or .parquet).")] = None,
+) -> None:
+    """Field-level precision/recall/F1 against ground truth; failures count as misses."""
+    from pipeline.evaluate import EvalError, evaluate, format_table, write_report
+
+    try:
+        rep = evaluate(truth, results, schema)
+    except EvalError as e:
+        _fail(str(e))
+        return
+    typer.echo(format_table(rep))
+    if report is not None:
+        write_report(rep, report)
+        typer.echo(f"report written to {report}")
+
+
 @app.command("make-tiny-model")
 def make_tiny_model(
     out: Annotated[Path, typer.Argument(help="Directory for the checkpoint.")],

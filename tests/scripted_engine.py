@@ -73,3 +73,19 @@ def from_truth(config: Any = None) -> ScriptedEngine:
     options = getattr(config, "options", {}) or {}
     truth_dir = options.get("truth_dir") or os.environ.get("DOCEXTRACT_TRUTH_DIR") or "data/samples"
     return ScriptedEngine(truth_answers(truth_dir))
+
+
+def perturbed(config: Any = None) -> ScriptedEngine:
+    """Ground truth with known damage: ``invoice_number`` / ``merchant`` gets a suffix on documents
+    whose doc_id starts with a digit 0-7 (about half), nothing else changes."""
+    base = from_truth(config)
+
+    def answer(req):
+        t = json.loads(json.dumps(base.answers.get(req.doc_id, {})))
+        if req.doc_id[0] in "01234567":
+            for key in ("invoice_number", "merchant"):
+                if key in t:
+                    t[key] = f"{t[key]}-X"
+        return t
+
+    return ScriptedEngine(callback=answer)
