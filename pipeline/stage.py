@@ -5,14 +5,16 @@
     STAGE/documents.parquet   one row per document: id, path, kind, size, pages, warnings, or its failure
     STAGE/pages/part-*.parquet   doc_id, page_index, width, height, source size, image (PNG bytes)
 
-Pages are stored losslessly as PNG (zlib level 1: fast to write, about 3x smaller
-than raw RGB on document pages) inside Parquet, so a stage is a handful of files
-that copy to object storage in one go, not millions of small images.
+Pages are stored losslessly as raw RGB pixels compressed with zstd (level 1)
+inside Parquet, so a stage is a handful of files that copy to object storage in
+one go, not millions of small images.  Measured on the sample pages (840x1176):
+raw+zstd-1 encodes 186 pages/s and decodes 360/s at 456 KiB/page; PNG (zlib
+level 1) encodes 25/s and decodes 55/s at 391 KiB/page, which would make the
+stage writer slower than rasterizing itself; JPEG q95 is lossy.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -54,9 +56,16 @@ PAGES_SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("source_width", pa.int32()),
         pa.field("source_height", pa.int32()),
-        pa.field("image", pa.binary()),
+        pa.field("image", pa.binary()),  # zstd(raw RGB, row-major), see IMAGE_ENCODING
+        pa.field("encoding", pa.string()),
     ]
 )
+IMAGE_ENCODING = "rgb24+zstd"
+_CODEC = pa.Codec("zstd", compression_level=1)
+
+
+class StageError(ValueError):
+    pass
 
 
 @dataclass
@@ -74,10 +83,15 @@ class PreflightReport:
         return self.image_tokens + text_tokens_per_doc * ok
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+def encode_image(img: Image.Image) -> bytes:
+    return _CODEC.compress(img.tobytes(), asbytes=True)
+
+
+def decode_image(data: bytes, width: int, height: int, encoding: str = IMAGE_ENCODING) -> Image.Image:
+    if encoding != IMAGE_ENCODING:
+        raise StageError(f"unknown page encoding {encoding!r}")
+    raw = _CODEC.decompress(data, decompressed_size=width * height * 3, asbytes=True)
+    return Image.frombytes("RGB", (width, height), raw)
 
 
 def _doc_row(doc: Document, rdoc: RasterizedDoc | None, err: RasterError | None, stage: str | None) -> dict[str, Any]:
@@ -121,7 +135,7 @@ def write_stage(
             return
         table = pa.Table.from_pylist(page_rows, schema=PAGES_SCHEMA)
         buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(table, buf, compression={c: ("none" if c == "image" else "zstd") for c in table.column_names})
         atomic_write_bytes(stage_dir / "pages" / f"part-{seq:05d}.parquet", buf.getvalue().to_pybytes())
         seq += 1
         page_rows = []
@@ -146,7 +160,8 @@ def write_stage(
                     "height": p.height,
                     "source_width": p.source_width,
                     "source_height": p.source_height,
-                    "image": _png(p.image),
+                    "image": encode_image(p.image),
+                    "encoding": IMAGE_ENCODING,
                 }
             )
         if len(page_rows) >= part_pages:
@@ -159,10 +174,6 @@ def write_stage(
     atomic_write_bytes(stage_dir / "documents.parquet", buf.getvalue().to_pybytes())
     report.seconds = time.perf_counter() - t0
     return report
-
-
-class StageError(ValueError):
-    pass
 
 
 def read_stage(stage_dir: Path) -> tuple[Discovered, dict[str, dict[str, Any]]]:
@@ -205,7 +216,7 @@ def stage_items(
         for rec in pq.read_table(part).to_pylist():
             if rec["doc_id"] not in wanted:
                 continue
-            img = Image.open(io.BytesIO(rec["image"])).convert("RGB")
+            img = decode_image(rec["image"], rec["width"], rec["height"], rec["encoding"])
             pages.setdefault(rec["doc_id"], []).append(
                 Page(rec["doc_id"], rec["page_index"], img, rec["source_width"], rec["source_height"])
             )

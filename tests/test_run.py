@@ -215,3 +215,25 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.returncode == EXIT_COULD_NOT_START and "unknown key 'engine.modle'" in r.stderr
     r = _cli("schema", "receipt")
     assert r.returncode == 0 and json.loads(r.stdout)["properties"]["total"]["type"] == "number"
+
+
+def test_stage_pages_round_trip_losslessly(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.rasterize import RasterSettings, rasterize
+    from pipeline.stage import decode_image, write_stage
+    from pipeline.discover import discover
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf", pages=2)
+    settings = RasterSettings(dpi=72, max_pixels=50176)
+    rep = write_stage([str(d)], tmp_path / "stage", settings, workers=1, timeout_s=30)
+    assert (rep.documents, rep.pages) == (1, 2)
+    [part] = (tmp_path / "stage" / "pages").glob("*.parquet")
+    rows = pq.read_table(part).to_pylist()
+    [doc] = discover([str(d)]).documents
+    original = rasterize(doc, settings).pages
+    for row, page in zip(sorted(rows, key=lambda r: r["page_index"]), original):
+        img = decode_image(row["image"], row["width"], row["height"], row["encoding"])
+        assert img.tobytes() == page.image.tobytes()
