@@ -70,3 +70,35 @@ def test_builtin_schemas_are_supported_by_xgrammar():
 
     for name, model in REGISTRY.items():
         assert not has_xgrammar_unsupported_json_features(json_schema_for(model)), name
+
+
+def test_missing_vllm_says_what_to_install(monkeypatch):
+    import sys
+
+    import pytest
+
+    from pipeline.engines.base import EngineLoadError
+    from pipeline.engines.vllm import VLLMEngine
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(EngineLoadError, match=r"pip install 'docextract\[vllm\]'.*scripts/setup"):
+        VLLMEngine(load_config(None).engine_config())
+
+
+def test_unreachable_weights_say_what_to_pass(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO, write_pdf
+
+    write_pdf(tmp_path / "a.pdf")
+    exe = Path(sys.executable).parent / "docextract"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run(
+        [str(exe), "run", str(tmp_path / "a.pdf"), "--out", str(tmp_path / "o"), "--model", "someorg/not-cached-model", "--profile", "cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert r.returncode == 2
+    assert "not in the Hugging Face cache" in r.stderr and "--model /path/to/local/checkpoint" in r.stderr
