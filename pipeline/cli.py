@@ -43,6 +43,25 @@ def _config(config: Path | None, **overrides: Any) -> JobConfig:
         raise  # unreachable
 
 
+def _job_overrides(
+    schema: str | None,
+    model: str | None,
+    engine: str | None,
+    profile: str | None,
+    batch_size: int | None,
+    max_failure_rate: float | None,
+) -> dict[str, Any]:
+    """CLI flags shared by run and extract, as dotted config keys (None = not given)."""
+    return {
+        "schema": schema,
+        "engine.model": model,
+        "engine.name": engine,
+        "engine.profile": profile,
+        "run.batch_size": batch_size,
+        "run.max_failure_rate": max_failure_rate,
+    }
+
+
 def _progress_printer(enabled: bool):  # type: ignore[no-untyped-def]
     if not enabled or not sys.stderr.isatty():
         last = {"t": 0.0}
@@ -133,19 +152,8 @@ def run(
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = _config(
-        config,
-        **{
-            "schema": schema,
-            "engine.model": model,
-            "engine.name": engine,
-            "engine.profile": profile,
-            "run.batch_size": batch_size,
-            "rasterize.workers": workers,
-            "rasterize.max_pages": max_pages,
-            "run.max_failure_rate": max_failure_rate,
-        },
-    )
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate)
+    cfg = _config(config, **overrides, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
     _execute(inputs, out, cfg, force, retry_failed)
 
 
@@ -194,17 +202,7 @@ def extract(
     retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
-    cfg = _config(
-        config,
-        **{
-            "schema": schema,
-            "engine.model": model,
-            "engine.name": engine,
-            "engine.profile": profile,
-            "run.batch_size": batch_size,
-            "run.max_failure_rate": max_failure_rate,
-        },
-    )
+    cfg = _config(config, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
     _execute([str(stage)], out, cfg, force, retry_failed, stage_dir=stage)
 
 

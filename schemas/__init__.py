@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-
 from pydantic import BaseModel
 
 from schemas.base import DocumentModel, business_rule
@@ -25,16 +21,14 @@ def resolve(name: str) -> type[BaseModel]:
         return REGISTRY[name]
     if ":" not in name:
         raise SchemaNotFound(f"unknown schema {name!r}: use one of {sorted(REGISTRY)} or 'module:Class'")
-    mod_name, _, attr = name.partition(":")
-    if os.getcwd() not in sys.path:  # like `python -m`: schemas of the project you run from are importable
-        sys.path.append(os.getcwd())
+    from pipeline.plugins import PluginError, import_object
+
     try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise SchemaNotFound(f"schema {name!r}: cannot import module {mod_name!r}: {e}") from e
-    obj = getattr(mod, attr, None)
+        obj = import_object(name, "schema")
+    except PluginError as e:
+        raise SchemaNotFound(str(e)) from e
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
-        raise SchemaNotFound(f"schema {name!r}: {attr!r} is not a pydantic BaseModel class in {mod_name}")
+        raise SchemaNotFound(f"schema {name!r} is not a pydantic BaseModel class")
     return obj
 
 

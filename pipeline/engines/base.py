@@ -7,10 +7,7 @@ rest.  It may raise for the whole batch only when the engine itself is broken.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -42,16 +39,14 @@ def load_engine(config: EngineConfig) -> Engine:
         return VLLMEngine(config)
     if ":" not in name:
         raise EngineLoadError(f"unknown engine {name!r}: use 'vllm' or 'package.module:factory'")
-    mod_name, _, attr = name.partition(":")
-    if os.getcwd() not in sys.path:  # like `python -m`: engines of the project you run from are importable
-        sys.path.append(os.getcwd())
+    from pipeline.plugins import PluginError, import_object
+
     try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise EngineLoadError(f"engine {name!r}: cannot import {mod_name!r}: {e}") from e
-    factory = getattr(mod, attr, None)
-    if factory is None or not callable(factory):
-        raise EngineLoadError(f"engine {name!r}: {mod_name} has no callable {attr!r}")
+        factory = import_object(name, "engine")
+    except PluginError as e:
+        raise EngineLoadError(str(e)) from e
+    if not callable(factory):
+        raise EngineLoadError(f"engine {name!r} is not callable")
     params = inspect.signature(factory).parameters
     engine = factory(config) if params else factory()
     missing = [m for m in ("generate", "close") if not callable(getattr(engine, m, None))]
