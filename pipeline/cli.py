@@ -97,11 +97,15 @@ def _print_summary(s: RunSummary) -> None:
         err("failures: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures_by_type.items())), err=True)
     wall = t.get("wall", 0) or 1
     if s.pages:
+        engine_s = t.get("engine", 0) or 1e-9
         err(
             f"throughput: {s.pages / wall:.2f} pages/s, {s.processed / wall:.2f} docs/s, "
-            f"engine busy {t.get('engine', 0) / wall:.0%}, tokens in/out {s.prompt_tokens}/{s.output_tokens}",
+            f"tokens/s in {s.prompt_tokens / engine_s:.0f} out {s.output_tokens / engine_s:.0f}, "
+            f"engine busy {t.get('engine', 0) / wall:.0%}",
             err=True,
         )
+        stages = ("discover", "engine_load", "rasterize_cpu", "assemble", "engine", "validate", "write")
+        err("time per stage (s): " + ", ".join(f"{k} {t[k]:.2f}" for k in stages if k in t), err=True)
     for w in s.warnings[:10]:
         err(f"warning: {w}", err=True)
     err(f"output: {s.out_dir}/results, {s.out_dir}/failures, manifest {s.out_dir}/run.json", err=True)
