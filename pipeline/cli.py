@@ -114,7 +114,7 @@ def _print_summary(s: RunSummary) -> None:
 
 
 def _execute(
-    inputs: list[str], out: Path, cfg: JobConfig, force: bool, retry_failed: bool, stage_dir: Path | None = None
+    inputs: list[str], out: str, cfg: JobConfig, force: bool, retry_failed: bool, stage_dir: Path | None = None
 ) -> None:
     from pipeline.runner import run_job
 
@@ -122,9 +122,29 @@ def _execute(
     try:
         if bar is not None:
             bar.start()
-        summary = run_job(
-            inputs, out, cfg, force=force, retry_failed=retry_failed, on_progress=update, stage_dir=stage_dir
-        )
+        if cfg.backend == "ray":
+            if stage_dir is not None:
+                _fail("extract from a stage directory runs on the local backend only")
+            from pipeline.backends.ray_backend import run_ray
+
+            r = cfg.ray
+            summary = run_ray(
+                inputs,
+                out,
+                cfg,
+                ray_address=r.address,
+                num_engine_actors=r.engine_actors,
+                gpus_per_actor=r.gpus_per_actor,
+                cpus_per_actor=r.cpus_per_actor,
+                docs_per_task=r.docs_per_task,
+                force=force,
+                retry_failed=retry_failed,
+                on_progress=update,
+            )
+        else:
+            summary = run_job(
+                inputs, out, cfg, force=force, retry_failed=retry_failed, on_progress=update, stage_dir=stage_dir
+            )
     except CouldNotStart as e:
         if bar is not None:
             bar.stop()
@@ -140,7 +160,7 @@ def _execute(
 @app.command()
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Folders, globs, files or manifests (.txt/.csv/.parquet).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (results/, failures/, run.json).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory or s3://bucket/prefix.")],
     config: ConfigOpt = None,
     schema: SchemaOpt = None,
     model: ModelOpt = None,
@@ -150,6 +170,8 @@ def run(
     workers: Annotated[Optional[int], typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
     max_pages: Annotated[Optional[int], typer.Option(help="Pages kept per document.")] = None,
     max_failure_rate: Annotated[Optional[float], typer.Option(help="Exit 3 above this failed fraction.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="local | ray")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Attach to this Ray cluster (with --backend ray).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Reprocess documents already done.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Re-run retryable failures.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -157,7 +179,11 @@ def run(
     """Discover, rasterize, extract and validate in one streamed pass."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate)
-    cfg = _config(config, **overrides, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
+    cfg = _config(
+        config,
+        **overrides,
+        **{"rasterize.workers": workers, "rasterize.max_pages": max_pages, "backend": backend, "ray.address": ray_address},
+    )
     _execute(inputs, out, cfg, force, retry_failed)
 
 
@@ -207,7 +233,7 @@ def extract(
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
     cfg = _config(config, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
-    _execute([str(stage)], out, cfg, force, retry_failed, stage_dir=stage)
+    _execute([str(stage)], str(out), cfg, force, retry_failed, stage_dir=stage)
 
 
 @app.command("schema")
@@ -224,7 +250,7 @@ def schema_cmd(name: Annotated[str, typer.Argument(help="invoice | receipt | mod
 
 @app.command()
 def inspect(
-    out: Annotated[Path, typer.Argument(help="Output directory of a run.")],
+    out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) of a run.")],
     rows: Annotated[int, typer.Option(help="Sample rows to show.")] = 3,
 ) -> None:
     """Counts, failure reasons and a few rows of a run's output."""
@@ -248,15 +274,17 @@ def inspect(
         for r in res.slice(0, rows).to_pylist():
             shown = {k: v for k, v in r.items() if k not in skip}
             typer.echo("  " + json.dumps(shown, default=str, ensure_ascii=False)[:400])
-    manifest = Path(out) / "run.json"
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
+    from pipeline import fs
+
+    manifest = fs.join(str(out), "run.json")
+    if fs.exists(manifest):
+        m = json.loads(fs.read_bytes(manifest))
         typer.echo(f"last run {m.get('run_id')}: status {m.get('status')}, throughput {m.get('throughput')}")
 
 
 @app.command("status")
 def status_cmd(
-    out: Annotated[Path, typer.Argument(help="Output directory of a run.")],
+    out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) of a run.")],
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Inputs (default: those of the last run).")] = None,
     config: ConfigOpt = None,
 ) -> None:

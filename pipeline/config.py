@@ -104,6 +104,14 @@ class RunConfig(_Section):
     progress: bool = True
 
 
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); None starts a local one.")
+    engine_actors: int = Field(1, ge=1, description="Engine actors (one engine each); the number of GPUs on a GPU cluster.")
+    gpus_per_actor: float = Field(0, ge=0, description="GPUs per engine actor (1 on GPU clusters, 0 on CPU).")
+    cpus_per_actor: float = Field(1.0, ge=0, description="CPUs reserved per engine actor (0 lets rasterize tasks use them).")
+    docs_per_task: int = Field(4, ge=1, description="Documents per Ray Data rasterize task.")
+
+
 class OutputConfig(_Section):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     keep_raw_json: bool = True
@@ -117,6 +125,8 @@ class JobConfig(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    backend: Literal["local", "ray"] = Field("local", description="'local' (this machine) or 'ray' (a Ray cluster).")
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -7,6 +7,10 @@ its bytes; its type is sniffed from the bytes, never from the extension.
 
 Files that cannot be read become ``Failure`` records at the ``discover`` stage,
 with a path-derived id so they are still accounted for exactly once.
+
+An input may also be an object-store URI (``s3://bucket/prefix``, see ``pipeline.fs``):
+an object, or a prefix listed recursively with the same skipping rules as a directory.
+The document's ``path`` is then the object's URI.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import fs
 from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
 
 MANIFEST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
@@ -92,7 +97,7 @@ def _walk(root: str, warnings: list[str]) -> Iterator[str]:
             continue
         subdirs = []
         for entry in entries:
-            if entry.name.startswith(".") or entry.name.endswith(".truth.json") or entry.name == "truth.jsonl":
+            if _skipped_name(entry.name):
                 continue  # hidden files, and ground truth written next to generated samples
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
@@ -103,6 +108,26 @@ def _walk(root: str, warnings: list[str]) -> Iterator[str]:
             else:
                 yield entry.path
         stack.extend(reversed(subdirs))
+
+
+def _skipped_name(name: str) -> bool:
+    """Hidden files, and ground truth written next to generated samples."""
+    return name.startswith(".") or name.endswith(".truth.json") or name == "truth.jsonl"
+
+
+def _list_uri(spec: str) -> list[str]:
+    """An object, or every object under a prefix (recursive, sorted, hidden parts and truth skipped)."""
+    if fs.is_file(spec):
+        return [spec]
+    base = spec.partition("?")[0].rstrip("/") + "/"
+    found = []
+    for uri in fs.list_files(spec, recursive=True):
+        rel = uri.partition("?")[0][len(base) :] if uri.startswith(base) else fs.basename(uri)
+        if not any(_skipped_name(part) for part in rel.split("/")):
+            found.append(uri)
+    if not found and not fs.exists(spec):
+        raise InputError(f"input not found: {spec}")
+    return found
 
 
 def _read_manifest(path: Path) -> list[str]:
@@ -124,7 +149,7 @@ def _read_manifest(path: Path) -> list[str]:
     else:
         raw = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         raw = [ln for ln in raw if ln and not ln.startswith("#")]
-    return [p if os.path.isabs(p) else str(base / p) for p in raw]
+    return [p if os.path.isabs(p) or fs.is_uri(p) else str(base / p) for p in raw]
 
 
 def expand_inputs(inputs: Iterable[str], warnings: list[str]) -> list[str]:
@@ -132,7 +157,9 @@ def expand_inputs(inputs: Iterable[str], warnings: list[str]) -> list[str]:
     out: list[str] = []
     for spec in inputs:
         spec = str(spec)
-        if any(ch in spec for ch in "*?[") and not os.path.exists(spec):
+        if fs.is_uri(spec):
+            out.extend(_list_uri(spec))
+        elif any(ch in spec for ch in "*?[") and not os.path.exists(spec):
             matches = sorted(globmod.glob(spec, recursive=True))
             if not matches:
                 raise InputError(f"glob {spec!r} matched no files")
@@ -164,7 +191,7 @@ def identify(path: str) -> tuple[Document, Failure | None]:
         h = hashlib.sha256()
         size = 0
         head = b""
-        with open(path, "rb") as f:
+        with fs.open_input(path) as f:  # a local path or an object-store URI
             while chunk := f.read(_CHUNK):
                 if not head:
                     head = chunk[:1024]

@@ -290,9 +290,10 @@ def rasterize_bytes(doc: Document, data: bytes, s: RasterSettings) -> Rasterized
 
 def rasterize(doc: Document, s: RasterSettings) -> RasterizedDoc:
     """Read the file and rasterize it.  Raises ``RasterError``."""
+    from pipeline.fs import read_bytes
+
     try:
-        with open(doc.path, "rb") as f:
-            data = f.read()
+        data = read_bytes(doc.path)  # a local path or an object-store URI
     except OSError as e:
-        raise RasterError(ErrorType.UNREADABLE, f"cannot read file: {e.strerror}") from None
+        raise RasterError(ErrorType.UNREADABLE, f"cannot read file: {e.strerror or e}") from None
     return rasterize_bytes(doc, data, s)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline import __version__
+from pipeline import __version__, fs
 from pipeline.config import JobConfig, stable_hash
 from pipeline.discover import Discovered, discover
 from pipeline.engines.base import Engine, load_engine
@@ -73,7 +73,7 @@ class Progress:
 class RunSummary:
     run_id: str
     run_key: str
-    out_dir: Path
+    out_dir: Path | str  # a str for an object-store URI
     inputs: int = 0  # distinct documents found
     skipped: int = 0  # already finished under this run key
     processed: int = 0
@@ -122,7 +122,7 @@ class Runner:
         engine_factory: Callable[[], Engine] | None = None,
     ):
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.out_dir: Path | str = out_dir if fs.is_uri(out_dir) else Path(out_dir)
         try:
             self.model = resolve(config.schema_name)
             self.arrow_schema = results_schema(self.model)
@@ -611,8 +611,8 @@ class Runner:
             warnings=summary.warnings[:100],
             exit_code=summary.exit_code,
         )
-        write_json(self.out_dir / "run.json", manifest)
-        write_json(self.out_dir / "runs" / f"{self.run_id}.json", manifest)
+        write_json(fs.join(self.out_dir, "run.json"), manifest)
+        write_json(fs.join(self.out_dir, "runs", f"{self.run_id}.json"), manifest)
 
 
 @dataclass
@@ -634,10 +634,10 @@ def status(out_dir: str | Path, inputs: list[str] | None = None, config: JobConf
 
     from pipeline.store import read_table
 
-    out_dir = Path(out_dir)
+    out_dir = out_dir if fs.is_uri(out_dir) else Path(out_dir)
     manifest = None
-    if (out_dir / "run.json").exists():
-        manifest = json.loads((out_dir / "run.json").read_text())
+    if fs.exists(fs.join(out_dir, "run.json")):
+        manifest = json.loads(fs.read_bytes(fs.join(out_dir, "run.json")))
     if config is None:
         if manifest is None:
             raise CouldNotStart(f"{out_dir} has no run.json; pass the config used for the run")

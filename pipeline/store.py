@@ -8,7 +8,9 @@ Layout of an output directory::
     _tmp/                                  parts being written (never matched by results/*.parquet)
 
 A part is written to ``_tmp/``, fsynced, then renamed into place, so a reader (or a
-crash) never sees half a file.
+crash) never sees half a file.  ``out_dir`` may also be an object-store URI
+(``s3://bucket/out``, see ``pipeline.fs``): there a part is one object upload, atomic for
+readers, and ``_tmp/`` is not used.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
+
+from pipeline import fs
 
 RESERVED = {
     "doc_id",
@@ -250,30 +254,62 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n").encode())
+def write_json(path: Path | str, obj: Any) -> None:
+    data = (json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n").encode()
+    if fs.is_uri(path):
+        fs.write_bytes_atomic(path, data)
+    else:
+        atomic_write_bytes(Path(path), data)
+
+
+def _parquet_bytes(table: pa.Table, compression: str | None = None) -> bytes:
+    """A whole Parquet file in memory, for a single atomic object upload."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, **({} if compression is None else {"compression": compression}))
+    return buf.getvalue().to_pybytes()
+
+
+def _parts(directory: Path | str, pattern: str = "part-*.parquet") -> list[Any]:
+    """Sorted parts in a local directory or under an object-store prefix (none when missing)."""
+    if fs.is_uri(directory):
+        return fs.list_files(directory, recursive=False, pattern=pattern)
+    return sorted(Path(directory).glob(pattern))
+
+
+def _read_parquet(location: Path | str, columns: list[str] | None = None) -> pa.Table:
+    """One part; on an object store only the requested columns are fetched (range reads)."""
+    if fs.is_uri(location):
+        with fs.open_input_file(location) as f:
+            return pq.ParquetFile(f).read(columns=columns)
+    return pq.read_table(location, columns=columns)
 
 
 @dataclass
 class PartWriter:
-    out_dir: Path
+    out_dir: Path | str
     run_id: str
     results_schema: pa.Schema
     compression: str = "zstd"
     seq: int = 0
 
     def __post_init__(self) -> None:
+        if fs.is_uri(self.out_dir):
+            return  # an object store has no directories to make
         self.out_dir = Path(self.out_dir)
         for sub in ("results", "failures", "_tmp"):
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    def _commit(self, table_name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> Path | None:
+    def _commit(self, table_name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> Path | str | None:
         if not rows:
             return None
         table = pa.Table.from_pylist(rows, schema=schema)
         name = f"part-{self.run_id}-{self.seq:05d}.parquet"
-        tmp = self.out_dir / "_tmp" / f"{table_name}-{name}"
         comp = None if self.compression == "none" else self.compression
+        if isinstance(self.out_dir, str):  # object store: one upload of the final key
+            final_uri: str = fs.join(self.out_dir, table_name, name)
+            fs.write_bytes_atomic(final_uri, _parquet_bytes(table, self.compression))
+            return final_uri
+        tmp = self.out_dir / "_tmp" / f"{table_name}-{name}"
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression=comp)
             f.flush()
@@ -286,6 +322,11 @@ class PartWriter:
     def ensure_tables(self) -> None:
         """An empty part in a table with none, so ``SELECT ... FROM 'out/failures/*.parquet'`` works (0 rows)."""
         for name, schema in (("results", self.results_schema), ("failures", FAILURES_SCHEMA)):
+            if isinstance(self.out_dir, str):
+                if not _parts(fs.join(self.out_dir, name)):
+                    empty = fs.join(self.out_dir, name, f"part-{self.run_id}-empty.parquet")
+                    fs.write_bytes_atomic(empty, _parquet_bytes(schema.empty_table()))
+                continue
             d = self.out_dir / name
             if not any(d.glob("part-*.parquet")):
                 tmp = self.out_dir / "_tmp" / f"{name}-empty.parquet"
@@ -295,7 +336,7 @@ class PartWriter:
                     os.fsync(f.fileno())
                 os.replace(tmp, d / f"part-{self.run_id}-empty.parquet")
 
-    def commit(self, results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> list[Path]:
+    def commit(self, results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> list[Path | str]:
         """Write one part of each table (when it has rows).  Results first, then failures."""
         paths = [
             p
@@ -320,30 +361,29 @@ def new_run_id() -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_columns(directory: Path, columns: list[str]) -> pa.Table | None:
-    files = sorted(directory.glob("*.parquet"))
+def _read_columns(directory: Path | str, columns: list[str]) -> pa.Table | None:
+    files = _parts(directory, "*.parquet")
     if not files:
         return None
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f, columns=columns))
+            tables.append(_read_parquet(f, columns=columns))
         except (pa.ArrowInvalid, OSError):
             continue  # not one of ours, or unreadable: never fatal for a reader
     return pa.concat_tables(tables) if tables else None
 
 
-def finished_docs(out_dir: Path, run_key: str) -> tuple[set[str], dict[str, str]]:
+def finished_docs(out_dir: Path | str, run_key: str) -> tuple[set[str], dict[str, str]]:
     """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``."""
-    out_dir = Path(out_dir)
     done: set[str] = set()
     failed: dict[str, str] = {}
-    t = _read_columns(out_dir / "results", ["doc_id", "run_key"])
+    t = _read_columns(fs.join(out_dir, "results"), ["doc_id", "run_key"])
     if t is not None:
         for d, k in zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist()):
             if k == run_key:
                 done.add(d)
-    t = _read_columns(out_dir / "failures", ["doc_id", "run_key", "error_type"])
+    t = _read_columns(fs.join(out_dir, "failures"), ["doc_id", "run_key", "error_type"])
     if t is not None:
         cols = zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist(), t.column("error_type").to_pylist())
         for d, k, e in cols:
@@ -352,15 +392,20 @@ def finished_docs(out_dir: Path, run_key: str) -> tuple[set[str], dict[str, str]
     return done, failed
 
 
-def read_table(out_dir: Path, name: str) -> pa.Table | None:
-    files = sorted((Path(out_dir) / name).glob("*.parquet"))
+def read_table(out_dir: Path | str, name: str) -> pa.Table | None:
+    files = _parts(fs.join(out_dir, name), "*.parquet")
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return pa.concat_tables([_read_parquet(f) for f in files], promote_options="default")
 
 
-def clean_tmp(out_dir: Path) -> int:
+def clean_tmp(out_dir: Path | str) -> int:
     """Remove parts left half-written in ``_tmp/`` by a killed run."""
+    if fs.is_uri(out_dir):  # nothing is staged on an object store; remove strays all the same
+        stray = fs.list_files(fs.join(out_dir, "_tmp"))
+        for f in stray:
+            fs.delete(f)
+        return len(stray)
     tmp = Path(out_dir) / "_tmp"
     n = 0
     if tmp.is_dir():
@@ -373,7 +418,7 @@ def clean_tmp(out_dir: Path) -> int:
     return n
 
 
-def reconcile(out_dir: Path) -> int:
+def reconcile(out_dir: Path | str) -> int:
     """Keep exactly one row per ``doc_id`` across results and failures: the newest.
 
     Parts are named ``part-<run_id>-<seq>`` with ``run_id`` starting with a UTC
@@ -385,33 +430,36 @@ def reconcile(out_dir: Path) -> int:
     one row per document, including after a crash between a commit and its
     clean-up (the next run reconciles first).
     """
-    out_dir = Path(out_dir)
-    parts: list[tuple[str, Path]] = []
+    remote = fs.is_uri(out_dir)
+    out_dir = out_dir if remote else Path(out_dir)
+    parts: list[tuple[tuple[str, str], Any]] = []  # ((part name, table), location)
     for table in ("results", "failures"):
-        d = out_dir / table
-        if d.is_dir():
-            parts.extend((f.name, f) for f in d.glob("part-*.parquet"))
+        parts.extend(((fs.basename(f), table), f) for f in _parts(fs.join(out_dir, table)))
     if not parts:
         return 0
     newest: dict[str, tuple[str, str]] = {}  # doc_id -> (part name, table)
-    ids_by_part: dict[Path, list[str]] = {}
-    for name, f in parts:
+    ids_by_part: dict[Any, tuple[tuple[str, str], list[str]]] = {}
+    for key, f in parts:
         try:
-            ids = pq.read_table(f, columns=["doc_id"]).column("doc_id").to_pylist()
+            ids = _read_parquet(f, columns=["doc_id"]).column("doc_id").to_pylist()
         except (pa.ArrowInvalid, OSError):
             continue
-        ids_by_part[f] = ids
-        key = (name, f.parent.name)
+        ids_by_part[f] = (key, ids)
         for doc_id in ids:
             if doc_id not in newest or key > newest[doc_id]:
                 newest[doc_id] = key
     removed = 0
-    for f, ids in ids_by_part.items():
-        key = (f.name, f.parent.name)
+    for f, (key, ids) in ids_by_part.items():
         keep = [newest[d] == key for d in ids]
         if all(keep):
             continue
         removed += keep.count(False)
+        if remote:  # one delete or one upload per part: atomic for readers
+            if any(keep):
+                fs.write_bytes_atomic(f, _parquet_bytes(_read_parquet(f).filter(pa.array(keep)), "zstd"))
+            else:
+                fs.delete(f)
+            continue
         if not any(keep):
             f.unlink()
             _fsync_dir(f.parent)

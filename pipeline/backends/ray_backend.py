@@ -1,0 +1,386 @@
+"""The Ray backend: the same job as ``run_job``, with rasterizing and inference spread over a
+Ray cluster.
+
+* **Rasterize** with Ray Data: the documents become a dataset, ``map_batches`` runs
+  ``pipeline.workers.rasterize_one`` on them in CPU tasks, and the outcomes stream back to
+  the driver (pickled into a bytes column: PIL images travel as raw pixels).  A bad file
+  is a value (a failure row), never an exception.  With ``isolate_rasterize`` (default)
+  each task rasterizes in a child process with the job's per-document time limit and
+  memory cap, as locally, so a file that hangs or crashes the PDF library costs only its
+  own row (``timeout``, ``worker_crashed``) instead of failing the Ray task.
+* **Generate** with ``RayEngine``: a pool of Ray actors, each owning ONE engine built inside
+  the actor from the ``[engine]`` config (``vllm`` or ``module:factory``) with
+  ``num_gpus=gpus_per_actor``; a batch is split across the actors and reassembled in order.
+  A dead actor is restarted by Ray (``run.engine_restarts`` times) and its call retried.
+* **Everything else** (discovery, prompts, validation and re-asks, Parquet parts, run
+  manifest, resume by run key, reconcile) is ``pipeline.runner.Runner``'s, in the driver.
+
+Discovery (listing and hashing the inputs) runs in the driver, as locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import pipeline
+from pipeline.config import EngineConfig, JobConfig
+from pipeline.engines.base import EngineLoadError, load_engine
+from pipeline.engines.resilient import EngineDead, is_dead
+from pipeline.rasterize import RasterError, RasterSettings
+from pipeline.records import Document, ErrorType, Generation, RasterizedDoc, Request
+from pipeline.runner import CouldNotStart, Progress, Runner, RunSummary
+from pipeline.workers import Outcome, RasterFunc, RasterPool, default_memory_limit, rasterize_one
+
+log = logging.getLogger(__name__)
+
+#: Environment variables copied from the driver to the Ray workers when set: object-store
+#: endpoint and region, and the scripted test engine's truth directory.  Credentials are
+#: NOT forwarded by default (they would show in the cluster's job metadata); a local
+#: cluster inherits them from the driver, cluster nodes should have their own (IAM role),
+#: or pass ``forward_env=FORWARD_ENV + CREDENTIAL_ENV``.
+FORWARD_ENV: tuple[str, ...] = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "DOCEXTRACT_TRUTH_DIR",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+)
+CREDENTIAL_ENV: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def worker_runtime_env(forward_env: Sequence[str] = FORWARD_ENV, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``runtime_env`` for our tasks and actors: the forwarded variables, and ``PYTHONPATH``
+    pointing at the code the driver runs (this checkout's ``pipeline``/``schemas``/``tests`` and
+    the working directory, where ``module:factory`` engines are looked up)."""
+    root = str(Path(pipeline.__file__).resolve().parent.parent)
+    paths = [root, os.getcwd()] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = {k: os.environ[k] for k in forward_env if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    runtime_env = dict(extra or {})
+    runtime_env["env_vars"] = {**env, **runtime_env.get("env_vars", {})}
+    return runtime_env
+
+
+def connect(ray_address: str | None = None, runtime_env: dict[str, Any] | None = None) -> bool:
+    """``ray.init`` (a local cluster when ``ray_address`` is None, unless ``RAY_ADDRESS`` is set).
+    Returns True when this call started/connected Ray (the caller then shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=ray_address, ignore_reinit_error=True, runtime_env=runtime_env, log_to_driver=True)
+    return True
+
+
+# --------------------------------------------------------------------------- rasterizing
+
+
+def _rasterize_batch(
+    batch: dict[str, np.ndarray],
+    settings: RasterSettings,
+    timeout_s: float | None,
+    memory_limit: int | None,
+    func: RasterFunc,
+) -> dict[str, np.ndarray]:
+    """Ray Data UDF: pickled ``Document`` s in, pickled ``(Document, payload)`` out.
+
+    ``payload`` is ``("ok", RasterizedDoc)`` or ``("err", error_type, message)``.  The memory
+    cap defaults to the node's own (``default_memory_limit``), computed where the task runs."""
+    docs: list[Document] = [pickle.loads(b) for b in batch["doc"]]
+    outcomes: list[Outcome]
+    if timeout_s is None:
+        outcomes = [func(d, settings) for d in docs]
+    else:  # a child process per task: per-document time limit, memory cap, crash isolation
+        limit = memory_limit if memory_limit is not None else default_memory_limit()
+        with RasterPool(settings, 1, timeout_s, limit, func=func) as pool:
+            outcomes = list(pool.imap(docs))
+    blobs = []
+    for doc, out in outcomes:
+        payload: tuple[Any, ...] = ("err", out.error_type.value, out.message) if isinstance(out, RasterError) else ("ok", out)
+        blobs.append(pickle.dumps((doc, payload), protocol=pickle.HIGHEST_PROTOCOL))
+    return {"outcome": np.array(blobs, dtype=object)}
+
+
+def _decode(blob: bytes) -> tuple[Document, RasterizedDoc | RasterError]:
+    doc, payload = pickle.loads(blob)
+    if payload[0] == "ok":
+        return doc, payload[1]
+    return doc, RasterError(ErrorType(payload[1]), payload[2])
+
+
+def ray_raster_items(
+    docs: list[Document],
+    settings: RasterSettings,
+    timeout_s: float | None = 120.0,
+    memory_limit: int | None = None,
+    docs_per_task: int = 4,
+    runtime_env: dict[str, Any] | None = None,
+    func: RasterFunc = rasterize_one,
+    progress_bars: bool = False,
+) -> Iterator[tuple[Document, RasterizedDoc | RasterError]]:
+    """Rasterize ``docs`` with Ray Data CPU tasks; yields ``(Document, RasterizedDoc | RasterError)``
+    as tasks finish (streamed: memory is bounded by Ray Data's backpressure, not the backlog).
+
+    ``timeout_s=None`` runs ``func`` in the Ray worker itself (no per-document limit)."""
+    import ray
+
+    if not docs:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress_bars
+    items = [{"doc": pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL)} for d in docs]
+    blocks = max(1, math.ceil(len(items) / docs_per_task))
+    ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        _rasterize_batch,
+        batch_size=docs_per_task,
+        batch_format="numpy",
+        fn_kwargs={"settings": settings, "timeout_s": timeout_s, "memory_limit": memory_limit, "func": func},
+        num_cpus=1,
+        runtime_env=runtime_env,
+    )
+    for row in ds.iter_rows():
+        yield _decode(row["outcome"])
+
+
+# --------------------------------------------------------------------------- inference
+
+
+class _EngineActor:
+    """Owns one engine, built inside the actor process (so the model loads where it runs)."""
+
+    def __init__(self, config: EngineConfig):
+        self.engine: Any = None
+        self.error: str | None = None
+        try:
+            self.engine = load_engine(config)
+        except Exception as e:  # reported by ready(), so the driver can say why
+            self.error = f"{type(e).__name__}: {e}"
+
+    def ready(self) -> str | None:
+        return self.error
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        try:
+            return self.engine.generate(requests)
+        except Exception as e:
+            if is_dead(e):  # the engine is gone: end the process, Ray restarts the actor and retries
+                log.error("engine died in its actor (%s); exiting for Ray to restart it", e)
+                os._exit(1)
+            raise
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+class RayEngine:
+    """The Engine protocol over a pool of Ray actors, one engine per actor.
+
+    ``generate`` splits a batch into one contiguous chunk per actor, runs the chunks in
+    parallel and returns the generations in request order.  An exception raised by an
+    engine inside its actor is re-raised here as itself (so ``ResilientEngine`` sees an
+    out-of-memory error as one); an actor that is gone for good raises ``EngineDead``.
+    Actors start on ``start()`` (or the first ``generate``)."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        num_actors: int = 1,
+        gpus_per_actor: float = 0.0,
+        cpus_per_actor: float = 1.0,
+        max_restarts: int = 1,
+        runtime_env: dict[str, Any] | None = None,
+        start_timeout_s: float = 1800.0,
+    ):
+        if num_actors < 1:
+            raise ValueError("num_actors must be at least 1")
+        self.config = config
+        self.num_actors = num_actors
+        self.gpus_per_actor = gpus_per_actor
+        self.cpus_per_actor = cpus_per_actor
+        self.max_restarts = max_restarts
+        self.runtime_env = runtime_env
+        self.start_timeout_s = start_timeout_s
+        self.name = f"ray[{num_actors}x]:{config.name}"
+        self.actors: list[Any] = []
+        self.load_seconds = 0.0
+
+    def start(self) -> None:
+        """Create the actors and wait until every engine is loaded.  Raises ``EngineLoadError``."""
+        if self.actors:
+            return
+        import time
+
+        import ray
+
+        t0 = time.perf_counter()
+        options: dict[str, Any] = {
+            "num_cpus": self.cpus_per_actor,
+            "num_gpus": self.gpus_per_actor,
+            "max_restarts": self.max_restarts,
+            "max_task_retries": 1 if self.max_restarts else 0,
+        }
+        if self.runtime_env:
+            options["runtime_env"] = self.runtime_env
+        actor_cls = ray.remote(_EngineActor).options(**options)
+        self.actors = [actor_cls.remote(self.config) for _ in range(self.num_actors)]
+        try:
+            errors = ray.get([a.ready.remote() for a in self.actors], timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise EngineLoadError(
+                f"{self.num_actors} engine actor(s) with {self.gpus_per_actor:g} GPU(s) and {self.cpus_per_actor:g} "
+                f"CPU(s) each were not ready within {self.start_timeout_s:g}s; cluster resources: "
+                f"{ray.cluster_resources()}"
+            ) from None
+        except ray.exceptions.RayError as e:
+            self.close()
+            raise EngineLoadError(f"engine actor failed to start: {e}") from e
+        failed = [e for e in errors if e]
+        if failed:
+            self.close()
+            raise EngineLoadError(f"engine {self.config.name!r} could not be loaded in a Ray actor: {failed[0]}")
+        self.load_seconds = time.perf_counter() - t0
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        import ray
+
+        requests = list(requests)
+        if not requests:
+            return []
+        self.start()
+        size = math.ceil(len(requests) / min(len(self.actors), len(requests)))
+        chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
+        refs = [actor.generate.remote(chunk) for actor, chunk in zip(self.actors, chunks)]
+        try:
+            results = ray.get(refs)
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, BaseException) else e) from None
+        except ray.exceptions.RayActorError as e:
+            raise EngineDead(f"engine actor died: {e}") from e
+        return [g for chunk in results for g in chunk]
+
+    def close(self) -> None:
+        """Close the engines (best effort) and end the actors."""
+        import ray
+
+        actors, self.actors = self.actors, []
+        if not actors:
+            return
+        with contextlib.suppress(Exception):
+            ray.get([a.close.remote() for a in actors], timeout=60)
+        for a in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@contextlib.contextmanager
+def _stop_on_signals(runner: Runner, enabled: bool) -> Iterator[None]:
+    """SIGINT/SIGTERM finish the batch in flight, commit it and return (as ``run_job`` does)."""
+    installed: dict[int, Any] = {}
+    if enabled and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            installed[sig] = signal.signal(sig, lambda signum, frame: runner.stop())
+    try:
+        yield
+    finally:
+        for sig, old in installed.items():
+            signal.signal(sig, old)
+
+
+def run_ray(
+    inputs: list[str],
+    out_dir: str | Path,
+    config: JobConfig,
+    ray_address: str | None = None,
+    engine_spec: str | None = None,
+    num_engine_actors: int = 1,
+    gpus_per_actor: float = 0,
+    force: bool = False,
+    retry_failed: bool = False,
+    *,
+    cpus_per_actor: float = 1.0,
+    docs_per_task: int = 4,
+    isolate_rasterize: bool = True,
+    forward_env: Sequence[str] = FORWARD_ENV,
+    runtime_env: dict[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    handle_signals: bool = True,
+    raster_func: RasterFunc = rasterize_one,
+) -> RunSummary:
+    """Run the job on a Ray cluster; same outputs, exit codes and resume as ``run_job``.
+
+    ``ray_address``: ``None`` starts a local cluster (or joins the one ``RAY_ADDRESS`` names, or
+    uses Ray already initialised by the caller), ``"auto"``/``"ray://host:10001"`` a running one.
+    ``engine_spec`` replaces ``engine.name`` (``vllm`` or ``module:factory``; not part of the
+    run key).  ``num_engine_actors`` engines run in parallel, each with ``gpus_per_actor``
+    GPUs (fractions allowed) and ``cpus_per_actor`` CPUs.  ``docs_per_task``: documents per
+    Ray Data rasterizing task.  ``runtime_env``: extra Ray runtime environment for our tasks
+    and actors (e.g. ``{"py_modules": [...]}`` when the cluster lacks this code); the driver's
+    checkout is put on ``PYTHONPATH`` and ``forward_env`` variables are copied.
+    ``raster_func`` must be a module-level function (tests inject faults with it).
+
+    Raises ``CouldNotStart`` as ``run_job`` does (bad config, no inputs, engine not loadable)."""
+    import ray
+
+    if engine_spec:
+        config = config.model_copy(update={"engine": config.engine.model_copy(update={"name": engine_spec})})
+    env = worker_runtime_env(forward_env, runtime_env)
+    started = connect(ray_address, env)
+    engine = RayEngine(
+        config.engine_config(),
+        num_actors=num_engine_actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        max_restarts=config.run.engine_restarts,
+        runtime_env=env,
+    )
+    try:
+        runner = Runner(config, out_dir, engine=engine, on_progress=on_progress)
+        timeout_s = config.rasterize.timeout_s if isolate_rasterize else None
+
+        def items_factory(docs: list[Document]) -> Iterator[tuple[Document, RasterizedDoc | RasterError]]:
+            # Called by the runner only when there is work: load the engines first (as run_job does).
+            try:
+                engine.start()
+            except EngineLoadError as e:
+                raise CouldNotStart(str(e)) from e
+            return ray_raster_items(
+                docs,
+                runner.raster,
+                timeout_s=timeout_s,
+                docs_per_task=docs_per_task,
+                runtime_env=env,
+                func=raster_func,
+                progress_bars=config.run.progress,
+            )
+
+        with _stop_on_signals(runner, handle_signals):
+            summary = runner.run(inputs, force=force, retry_failed=retry_failed, items_factory=items_factory)
+        if engine.load_seconds:
+            summary.timings["engine_load"] = round(engine.load_seconds, 4)
+        return summary
+    finally:
+        engine.close()
+        if started:
+            ray.shutdown()

@@ -1,0 +1,137 @@
+"""Inputs and outputs on S3: a real S3 API server on 127.0.0.1 (moto, server mode), reached through
+``pyarrow.fs`` with the standard ``AWS_*`` variables.  What the pipeline wrote is read back with
+an independent pyarrow client and queried with DuckDB (over Arrow: httpfs is not needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import fs
+from pipeline.runner import run_job, status
+from tests.conftest import invoice_truth, small_config, write_pdf
+from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
+
+SCRIPTED = "tests.scripted_engine:from_truth"
+BAD = {
+    "truncated.pdf": ("rasterize", "corrupt"),
+    "encrypted.pdf": ("rasterize", "encrypted"),
+    "empty.pdf": ("discover", "empty_file"),
+    "notes.pdf": ("discover", "unsupported_type"),
+}
+
+
+def scripted_config(truth_dir: Path, **over: Any):
+    return small_config(**{"engine.name": SCRIPTED, "engine.options": {"truth_dir": str(truth_dir)}, **over})
+
+
+def read(s3: S3Server, out: str, table: str) -> pa.Table:
+    """A table as any reader sees it: every Parquet object under ``out/table/``."""
+    return pq.read_table(f"{out.removeprefix('s3://')}/{table}", filesystem=s3.fs)
+
+
+def doc_ids(s3: S3Server, out: str) -> list[str]:
+    return read(s3, out, "results").column("doc_id").to_pylist() + read(s3, out, "failures").column("doc_id").to_pylist()
+
+
+def add_invoices(d: Path, start: int, n: int) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        write_pdf(d / f"inv{i}.pdf", pages=1, text=f"Invoice {i}")
+        (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": invoice_truth(i + 1)}))
+
+
+def check_corpus_output(s3: S3Server, out: str, corpus: dict[str, Any]) -> None:
+    """Exactly one row per document, typed values equal to the truth, failures as expected."""
+    ids = doc_ids(s3, out)
+    assert len(ids) == len(corpus["good"]) + len(corpus["bad"]) == len(set(ids))
+    results = read(s3, out, "results")
+    assert results.schema.field("total").type == pa.decimal128(18, 2)
+    assert results.schema.field("issue_date").type == pa.date32()
+    got = duckdb.sql("SELECT source_path, invoice_number, vendor.name, total, issue_date FROM results").fetchall()
+    assert len(got) == len(corpus["good"])
+    for path, number, vendor, total, issue in got:
+        assert path.startswith(f"{out.rsplit('/', 1)[0]}/in/")  # Document.path is the object's URI
+        t = corpus["truth"][fs.basename(path)]
+        assert (number, vendor, total, str(issue)) == (
+            t["invoice_number"], t["vendor"]["name"], Decimal(t["total"]), t["issue_date"]
+        )
+    failures = read(s3, out, "failures")
+    assert {fs.basename(p): (st, et) for p, st, et in zip(*failures.select(["source_path", "stage", "error_type"]).to_pydict().values())} == BAD
+    keys = s3.keys(out)
+    assert not [k for k in keys if "/_tmp/" in k]
+    parts = [k for k in keys if "/results/" in k or "/failures/" in k]
+    assert parts and all(re.search(r"/(results|failures)/part-[^/]+\.parquet$", k) for k in parts)
+
+
+def test_local_run_from_s3_to_s3_exactly_once_with_typed_values(s3_server, corpus):
+    base = s3_server.prefix()
+    s3_server.upload_dir(corpus["dir"], f"{base}/in")  # truth files too: discovery skips them
+    out = f"{base}/out"
+    s = run_job([f"{base}/in"], out, scripted_config(corpus["dir"]))
+    assert (s.inputs, s.succeeded, s.failed, s.exit_code) == (9, 5, 4, 0)
+    check_corpus_output(s3_server, out, corpus)
+    keys = s3_server.keys(out)
+    run_key = out.removeprefix("s3://") + "/run.json"
+    assert run_key in keys and out.removeprefix("s3://") + f"/runs/{s.run_id}.json" in keys
+    manifest = json.loads(s3_server.fs.open_input_stream(run_key).read())
+    assert manifest["status"] == "completed" and manifest["counts"]["processed"] == 9
+
+
+def test_resume_and_force_on_s3(s3_server, tmp_path):
+    d = tmp_path / "in"
+    add_invoices(d, 0, 3)
+    base = s3_server.prefix()
+    s3_server.upload_dir(d, f"{base}/in")
+    out = f"{base}/out"
+    cfg = scripted_config(d)
+    first = run_job([f"{base}/in"], out, cfg)
+    assert (first.processed, first.succeeded) == (3, 3)
+    add_invoices(d, 3, 2)  # the nightly folder grew
+    s3_server.upload_dir(d, f"{base}/in")
+    second = run_job([f"{base}/in"], out, cfg)
+    assert (second.inputs, second.skipped, second.processed) == (5, 3, 2)
+    third = run_job([f"{base}/in"], out, cfg)
+    assert (third.skipped, third.processed) == (5, 0)
+    st = status(out)  # reads run.json and the parts from the bucket
+    assert (st.done, st.pending, st.failed_by_type) == (5, 0, {})
+    forced = run_job([f"{base}/in"], out, cfg, force=True)
+    assert forced.processed == 5
+    ids = doc_ids(s3_server, out)
+    assert len(ids) == 5 == len(set(ids))  # reconcile on the bucket: the newest row of each document
+    run_ids = set(read(s3_server, out, "results").column("run_id").to_pylist())
+    assert run_ids == {forced.run_id}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_server) -> Any:
+    """Local Ray started after the S3 variables are set, so its workers inherit them."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_backend_from_s3_to_s3(s3_server, ray_cluster, corpus):
+    from pipeline.backends.ray_backend import run_ray
+
+    base = s3_server.prefix()
+    s3_server.upload_dir(corpus["dir"], f"{base}/in")
+    out = f"{base}/out"
+    cfg = scripted_config(corpus["dir"])
+    s = run_ray([f"{base}/in"], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    assert (s.inputs, s.succeeded, s.failed) == (9, 5, 4)
+    check_corpus_output(s3_server, out, corpus)
+    again = run_ray([f"{base}/in"], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    assert (again.skipped, again.processed) == (9, 0)
+    assert len(doc_ids(s3_server, out)) == 9

@@ -1,0 +1,158 @@
+"""The Ray backend (``pipeline.backends.ray_backend.run_ray``) on a local 2-CPU Ray instance:
+Ray Data rasterizing, a pool of engine actors, and the local runner's writing and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipeline.backends.ray_backend import run_ray
+from pipeline.runner import CouldNotStart, run_job
+from tests.raster_faults import faulty
+from tests.conftest import invoice_truth, small_config, write_image, write_pdf, write_tiff
+
+pytestmark = pytest.mark.slow
+
+SCRIPTED = "tests.scripted_engine:from_truth"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    """One local Ray instance for the module (2 CPUs, no dashboard)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def scripted_config(truth_dir: Path, **over: Any):
+    """Small pages, the scripted engine answering with the truth files under ``truth_dir``."""
+    return small_config(**{"engine.name": SCRIPTED, "engine.options": {"truth_dir": str(truth_dir)}, **over})
+
+
+def rows(out: Path | str, value: str = "total") -> list[tuple[Any, ...]]:
+    """(doc_id, source file name, error_type or None, ``value`` column or None) of every row, sorted."""
+    res = duckdb.sql(f"SELECT doc_id, source_path, NULL, {value} FROM '{out}/results/*.parquet'").fetchall()
+    fail = duckdb.sql(f"SELECT doc_id, source_path, error_type, NULL FROM '{out}/failures/*.parquet'").fetchall()
+    return sorted((d, Path(p).name, e, t) for d, p, e, t in res + fail)
+
+
+def small_corpus(d: Path, n: int) -> Path:
+    d.mkdir(parents=True)
+    for i in range(n):
+        write_pdf(d / f"inv{i}.pdf", pages=1 + i % 2, text=f"Invoice {i}")
+        (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": invoice_truth(i + 1)}))
+    return d
+
+
+def test_ray_backend_writes_the_same_rows_as_a_local_run(ray_cluster, corpus, tmp_path):
+    cfg = scripted_config(corpus["dir"])
+    local = run_job([str(corpus["dir"])], tmp_path / "local", cfg)
+    # two engine actors: each batch is split in two chunks and reassembled in order
+    remote = run_ray(
+        [str(corpus["dir"])], tmp_path / "ray", cfg, engine_spec=SCRIPTED, num_engine_actors=2, cpus_per_actor=0
+    )
+    assert (remote.inputs, remote.succeeded, remote.failed) == (local.inputs, local.succeeded, local.failed) == (9, 5, 4)
+    assert remote.failures_by_type == local.failures_by_type
+    assert remote.run_key == local.run_key
+    got, want = rows(tmp_path / "ray"), rows(tmp_path / "local")
+    assert got == want  # same documents, same outcome, same values (order of answers kept)
+    assert len({r[0] for r in got}) == len(got) == 9  # exactly once
+    manifest = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert manifest["status"] == "completed" and manifest["engine"] == f"ray[2x]:{SCRIPTED}"
+    assert remote.pages == local.pages == 8 and remote.timings["engine_load"] > 0
+
+
+def test_resume_skips_everything_finished(ray_cluster, tmp_path):
+    d = small_corpus(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    cfg = scripted_config(d)
+    first = run_ray([str(d)], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    assert (first.processed, first.succeeded) == (3, 3)
+    before = rows(out)
+    again = run_ray([str(d)], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    assert (again.inputs, again.skipped, again.processed) == (3, 3, 0)
+    assert "engine_load" not in again.timings  # no engine actor was started for nothing
+    local = run_job([str(d)], out, cfg)  # same run key: the local backend resumes the Ray output too
+    assert (local.skipped, local.processed) == (3, 0)
+    assert rows(out) == before
+
+
+def test_a_hanging_or_crashing_file_costs_only_its_row(ray_cluster, tmp_path):
+    d = small_corpus(tmp_path / "in", 1)
+    write_pdf(d / "hang.pdf", text="hangs the library")
+    write_pdf(d / "segv.pdf", text="crashes the library")
+    write_tiff(d / "scan.tiff", frames=2)
+    write_image(d / "photo.png")
+    cfg = scripted_config(d, **{"rasterize.timeout_s": 3})
+    s = run_ray([str(d)], tmp_path / "out", cfg, engine_spec=SCRIPTED, cpus_per_actor=0, raster_func=faulty)
+    failed = {name: et for _, name, et, _ in rows(tmp_path / "out") if et}
+    assert failed["hang.pdf"] == "timeout" and failed["segv.pdf"] == "worker_crashed"
+    assert "inv0.pdf" not in failed and s.processed == 5
+
+
+def test_engine_that_cannot_load_is_could_not_start(ray_cluster, tmp_path):
+    d = small_corpus(tmp_path / "in", 1)
+    with pytest.raises(CouldNotStart, match="no_such_module"):
+        run_ray([str(d)], tmp_path / "out", scripted_config(d), engine_spec="tests.no_such_module:f", cpus_per_actor=0)
+    assert not list((tmp_path / "out" / "results").glob("part-*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from pipeline.tinymodel import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny") / "qwen25vl-tiny", seed=0)
+
+
+@pytest.mark.vllm
+def test_real_vllm_engine_in_a_ray_actor(ray_cluster, tiny_model, tmp_path):
+    from tests.test_vllm_engine import tiny_config
+    from tests.tiny_schema import TinyDoc
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "one.pdf", pages=1, text="Invoice 1")
+    write_pdf(d / "two.pdf", pages=2, text="Invoice 2")
+    write_image(d / "receipt.png", "PNG", size=(300, 600))
+    (d / "broken.pdf").write_text("not a pdf")
+    out = tmp_path / "out"
+    cfg = tiny_config(tiny_model, schema="tests.tiny_schema:TinyDoc")
+    s = run_ray([str(d)], out, cfg)  # engine.name = "vllm": loaded inside the actor
+    assert (s.inputs, s.processed) == (4, 4)
+    all_rows = rows(out, value="code")
+    assert len(all_rows) == 4 == len({r[0] for r in all_rows})  # every document exactly once
+    results = duckdb.sql(f"SELECT raw_json, code, kind, paid, output_tokens FROM '{out}/results/*.parquet'").fetchall()
+    failures = duckdb.sql(f"SELECT source_path, error_type FROM '{out}/failures/*.parquet'").fetchall()
+    assert [Path(p).name for p, _ in failures] == ["broken.pdf"], failures
+    assert len(results) == 3
+    for raw, code, kind, paid, otoks in results:
+        assert TinyDoc.model_validate_json(raw).code == code
+        assert kind in ("invoice", "receipt") and isinstance(paid, bool) and otoks > 5
+    assert json.loads((out / "run.json").read_text())["engine"] == "ray[1x]:vllm"
+
+
+def test_cli_backend_ray(tmp_path):
+    """`docextract run --backend ray` from the shell (its own local Ray instance), same rows as local."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    d = small_corpus(tmp_path / "in", 4)
+    exe = Path(sys.executable).parent / "docextract"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[ray]\nengine_actors = 1\ncpus_per_actor = 0\n")
+    env = {**os.environ, "DOCEXTRACT_TRUTH_DIR": str(d)}
+    common = ["-c", str(cfg), "--engine", SCRIPTED]
+    r = subprocess.run([str(exe), "run", str(d), "--out", str(tmp_path / "ray"), "--backend", "ray", *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([str(exe), "run", str(d), "--out", str(tmp_path / "local"), *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert rows(tmp_path / "ray") == rows(tmp_path / "local") and len(rows(tmp_path / "local")) == 4
