@@ -27,7 +27,7 @@ from pipeline import __version__, fs
 from pipeline.config import JobConfig, stable_hash
 from pipeline.discover import Discovered, discover
 from pipeline.engines.base import Engine, load_engine
-from pipeline.engines.resilient import ResilientEngine
+from pipeline.engines.resilient import EngineUnavailable, ResilientEngine
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for, reask_request
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import (
@@ -52,6 +52,7 @@ EXIT_OK = 0
 EXIT_COULD_NOT_START = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 4
+EXIT_ENGINE_DIED = 5
 
 REASK_TYPES = {ErrorType.INVALID_JSON, ErrorType.SCHEMA_MISMATCH, ErrorType.RULE_VIOLATION}
 
@@ -86,6 +87,7 @@ class RunSummary:
     output_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    engine_died: str | None = None  # why the engine became unavailable (the rest stays pending)
     exit_code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
 
@@ -138,6 +140,7 @@ class Runner:
         self.on_progress = on_progress or (lambda p: None)
         self.progress = Progress()
         self._stop = threading.Event()
+        self.engine_died: str | None = None
         self.raster = RasterSettings(
             dpi=config.rasterize.dpi,
             min_pixels=config.rasterize.min_pixels,
@@ -305,14 +308,18 @@ class Runner:
         summary.pages = counts["pages"]
         summary.prompt_tokens = counts["prompt_tokens"]
         summary.output_tokens = counts["output_tokens"]
+        summary.engine_died = self.engine_died
         summary.interrupted = self._stop.is_set() and summary.processed < self.progress.total
         timings["wall"] = time.perf_counter() - t_start
         summary.timings = {k: round(v, 4) for k, v in timings.items()}
-        if summary.interrupted:
+        if summary.engine_died:
+            summary.exit_code = EXIT_ENGINE_DIED
+            summary.warnings.append(f"engine unavailable: {summary.engine_died}; unfinished documents stay pending")
+        elif summary.interrupted:
             summary.exit_code = EXIT_INTERRUPTED
         elif summary.failure_rate > cfg.run.max_failure_rate:
             summary.exit_code = EXIT_TOO_MANY_FAILURES
-        status = "interrupted" if summary.interrupted else "completed"
+        status = "engine_died" if summary.engine_died else "interrupted" if summary.interrupted else "completed"
         self._write_manifest(manifest_base, summary, counts, by_type, by_stage, timings, t_start, status)
         return summary
 
@@ -427,10 +434,14 @@ class Runner:
                 finished: tuple[list[_Pending], list[Generation]] | None = None
                 if in_flight is not None:
                     prev, fut, _ = in_flight
-                    gens, busy = fut.result()
+                    in_flight = None
+                    try:
+                        gens, busy = fut.result()
+                    except EngineUnavailable as e:
+                        self._engine_died(str(e))
+                        return  # this batch and everything after it stay pending
                     timings["engine"] += busy
                     finished = (prev, gens)
-                    in_flight = None
                 if batch and not self._stop.is_set():
                     requests = [p.request for p in batch]
                     in_flight = (batch, pool.submit(self._timed_generate, engine, requests), time.perf_counter())
@@ -439,12 +450,22 @@ class Runner:
                 if self._stop.is_set():
                     if in_flight is not None:  # finish the batch the engine has, then stop
                         prev, fut, _ = in_flight
-                        gens, busy = fut.result()
+                        try:
+                            gens, busy = fut.result()
+                        except EngineUnavailable as e:
+                            self._engine_died(str(e))
+                            return
                         timings["engine"] += busy
-                        self._validate_and_commit(prev, gens, commit, timings, counts, allow_reask=False)
-                    return  # documents not committed (re-asks included) stay pending for the next run
+                        self._validate_and_commit(prev, gens, commit, timings, counts)
+                    # Not committed, so pending for the next run: re-asks, and answers the stop aborted.
+                    return
                 if exhausted and not carry and in_flight is None:
                     return
+
+    def _engine_died(self, why: str) -> None:
+        log.error("%s; stopping, the remaining documents stay pending", why)
+        self.engine_died = why
+        self._stop.set()
 
     def _assemble(
         self,
@@ -501,6 +522,8 @@ class Runner:
         failures: list[dict[str, Any]] = []
         reasks: list[_Pending] = []
         for p, gen in zip(batch, gens, strict=True):
+            if gen.finish_reason == "abort":
+                continue  # the engine was stopped under this request: not attempted, stays pending
             p.attempts += 1
             p.prompt_tokens += gen.prompt_tokens
             p.output_tokens += gen.output_tokens
@@ -540,6 +563,8 @@ class Runner:
             if len(gens) != len(requests):
                 raise RuntimeError(f"engine returned {len(gens)} generations for {len(requests)} requests")
             return gens
+        except EngineUnavailable:
+            raise
         except Exception as e:
             log.error("engine failed on a batch of %d: %s", len(requests), e)
             msg = f"engine failed: {type(e).__name__}: {e}"[:2000]

@@ -419,7 +419,8 @@ def clean_tmp(out_dir: Path | str) -> int:
 
 
 def reconcile(out_dir: Path | str) -> int:
-    """Keep exactly one row per ``doc_id`` across results and failures: the newest.
+    """Keep exactly one row per ``doc_id`` across results and failures: the newest, except that a
+    retryable failure never replaces a result.
 
     Parts are named ``part-<run_id>-<seq>`` with ``run_id`` starting with a UTC
     timestamp, so the lexically greatest part holding a ``doc_id`` is its newest
@@ -437,20 +438,40 @@ def reconcile(out_dir: Path | str) -> int:
         parts.extend(((fs.basename(f), table), f) for f in _parts(fs.join(out_dir, table)))
     if not parts:
         return 0
-    newest: dict[str, tuple[str, str]] = {}  # doc_id -> (part name, table)
-    ids_by_part: dict[Any, tuple[tuple[str, str], list[str]]] = {}
+    from pipeline.records import RETRYABLE
+
+    retryable = {e.value for e in RETRYABLE}
+    # Rank of a row: a retryable failure never beats a result (a --force or new-model run whose
+    # engine failed must not delete good rows); otherwise the newest part wins.
+    best: dict[str, tuple[int, str, str]] = {}  # doc_id -> (priority, part name, table)
+    ids_by_part: dict[Any, tuple[tuple[str, str], list[str], list[int]]] = {}
+    content_paths: dict[str, tuple[str, str]] = {}  # source_path -> newest part holding a content-id row
+    path_rows: list[tuple[Any, int, str, tuple[str, str]]] = []  # (part, row, source_path, key) of "path:" ids
     for key, f in parts:
+        cols = ["doc_id", "source_path"] + (["error_type"] if key[1] == "failures" else [])
         try:
-            ids = _read_parquet(f, columns=["doc_id"]).column("doc_id").to_pylist()
-        except (pa.ArrowInvalid, OSError):
+            t = _read_parquet(f, columns=cols)
+        except (pa.ArrowInvalid, OSError, KeyError):
             continue
-        ids_by_part[f] = (key, ids)
-        for doc_id in ids:
-            if doc_id not in newest or key > newest[doc_id]:
-                newest[doc_id] = key
+        ids = t.column("doc_id").to_pylist()
+        paths = t.column("source_path").to_pylist()
+        etypes = t.column("error_type").to_pylist() if key[1] == "failures" else [None] * len(ids)
+        prios = [0 if e in retryable else 1 for e in etypes]
+        ids_by_part[f] = (key, ids, prios)
+        for i, (doc_id, path, prio) in enumerate(zip(ids, paths, prios)):
+            rank = (prio, *key)
+            if doc_id not in best or rank > best[doc_id]:
+                best[doc_id] = rank
+            if doc_id.startswith("path:"):
+                path_rows.append((f, i, path, key))
+            elif path is not None and (path not in content_paths or key > content_paths[path]):
+                content_paths[path] = key
+    # A file once unreadable (id from its path) that has since been read (id from its bytes):
+    # the newer content row replaces the old path row.
+    stale_path_rows = {(f, i) for f, i, path, key in path_rows if path in content_paths and content_paths[path] > key}
     removed = 0
-    for f, (key, ids) in ids_by_part.items():
-        keep = [newest[d] == key for d in ids]
+    for f, (key, ids, prios) in ids_by_part.items():
+        keep = [best[d] == (p, *key) and (f, i) not in stale_path_rows for i, (d, p) in enumerate(zip(ids, prios))]
         if all(keep):
             continue
         removed += keep.count(False)

@@ -13,10 +13,10 @@ import duckdb
 import pytest
 
 from pipeline.discover import discover
-from pipeline.engines.resilient import EngineDead, ResilientEngine
+from pipeline.engines.resilient import EngineDead, EngineUnavailable, ResilientEngine
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import ErrorType
-from pipeline.runner import EXIT_INTERRUPTED, run_job, status
+from pipeline.runner import EXIT_ENGINE_DIED, EXIT_INTERRUPTED, run_job, status
 from pipeline.workers import rasterize_stream
 from tests.conftest import REPO, invoice_truth, small_config, write_image, write_pdf
 from tests.scripted_engine import ScriptedEngine
@@ -95,8 +95,9 @@ def test_dead_engine_is_rebuilt_once_then_documents_fail():
     assert all(g.error is None for g in r.generate(reqs))
     assert first.closed and built == [1] and r.engine is second
     second.faults = [EngineDead("again")]
-    gens = r.generate(reqs)  # restart budget used up
-    assert {g.error_type for g in gens} == {ErrorType.ENGINE_ERROR} and built == [1]
+    with pytest.raises(EngineUnavailable, match="restart budget"):  # budget used up: the run must stop
+        r.generate(reqs)
+    assert built == [1]
 
 
 def test_run_survives_engine_death_with_factory(tmp_path):
@@ -111,6 +112,31 @@ def test_run_survives_engine_death_with_factory(tmp_path):
         engine_factory=lambda: second,
     )
     assert (s.succeeded, s.failed) == (6, 0) and first.closed and len(second.batches) == 2
+
+
+def test_engine_that_stays_dead_stops_the_run_and_leaves_the_rest_pending(tmp_path):
+    make_docs(tmp_path / "in", 8)
+    cfg = small_config(**{"run.batch_size": 2, "run.engine_backoff_s": 0, "run.engine_restarts": 0})
+    dying = Faulty([None, EngineDead("GPU fell off the bus")] + [EngineDead("still dead")] * 10)
+    s = run_job([str(tmp_path / "in")], tmp_path / "out", cfg, engine=dying)
+    assert s.exit_code == EXIT_ENGINE_DIED and "GPU fell off the bus" in s.engine_died
+    assert s.failed == 0 and 0 < s.succeeded < 8  # no engine_error rows that later runs would skip
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "engine_died"
+    s2 = run_job([str(tmp_path / "in")], tmp_path / "out", cfg, engine=Faulty([]))
+    assert s2.exit_code == 0 and s2.succeeded == 8 - s.succeeded
+    assert len(all_rows(tmp_path / "out")) == 8
+
+
+def test_failed_rerun_never_deletes_good_results(tmp_path):
+    make_docs(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    cfg = small_config(**{"run.engine_backoff_s": 0, "run.engine_retries": 1})
+    run_job([str(tmp_path / "in")], out, cfg, engine=Faulty([]))
+    broken = Faulty([RuntimeError("CUDA error")] * 10)
+    s = run_job([str(tmp_path / "in")], out, cfg, engine=broken, force=True)
+    assert s.failed == 4  # the forced re-run failed...
+    rows = all_rows(out)
+    assert sorted(t for _, t in rows) == ["r"] * 4  # ...but the good results stay, one row each
 
 
 # ----------------------------------------------------------------------------- re-ask

@@ -3,7 +3,8 @@
 * transient errors (anything not below): retried with exponential backoff (tenacity), bounded;
 * out of memory: the batch is halved and each half retried, down to single requests;
 * a dead engine: closed, rebuilt once with its factory, and the unfinished batch resubmitted;
-* past these limits the affected documents get ``engine_error`` generations and the run goes on.
+* a persistent (non-fatal) error: the affected documents get ``engine_error`` generations and the run goes on;
+* a dead engine that cannot be rebuilt: ``EngineUnavailable``, and the runner stops with the rest pending.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 
 class EngineDead(RuntimeError):
     """Raise from an engine whose process or device is gone (a rebuild is needed)."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine died and could not be rebuilt within the budget: the run must stop, leaving the
+    remaining documents pending (failure rows for them would make later runs skip them)."""
 
 
 def is_oom(e: BaseException) -> bool:
@@ -97,8 +103,10 @@ class ResilientEngine:
                 try:
                     self.engine = self.factory()
                 except Exception as e2:
-                    return self._fail(requests, e2, "engine could not be restarted")
+                    raise EngineUnavailable(f"engine died ({e}) and could not be rebuilt: {e2}") from e2
                 return self._generate(requests)
+            if is_dead(e):
+                raise EngineUnavailable(f"engine died and the restart budget ({self.max_restarts}) is used up: {e}") from e
             if is_oom(e) and len(requests) > 1:
                 self.oom_splits += 1
                 mid = len(requests) // 2
