@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from pipeline import __version__, fs
@@ -531,8 +532,19 @@ class Runner:
             counts["output_tokens"] += gen.output_tokens
             outcome = validate_generation(gen, self.model)
             if isinstance(outcome, Extraction):
-                results.append(self._result_row(p, outcome))
-                continue
+                try:
+                    row = self._result_row(p, outcome)
+                    pa.Table.from_pylist([row], schema=self.arrow_schema)  # would this row write? (overflow etc.)
+                    results.append(row)
+                    continue
+                except (ValueError, TypeError, OverflowError, ArithmeticError, pa.ArrowException) as e:
+                    outcome = Failure(
+                        p.rdoc.document.doc_id,
+                        Stage.VALIDATE,
+                        ErrorType.SCHEMA_MISMATCH,
+                        f"answer does not fit the output columns: {type(e).__name__}: {e}",
+                        raw_output=gen.text,
+                    )
             p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
             if (
                 allow_reask

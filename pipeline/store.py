@@ -61,9 +61,20 @@ class SchemaMappingError(TypeError):
 # --------------------------------------------------------------------------- types
 
 
+def _flatten(metadata: list[Any]) -> list[Any]:
+    """Constraints may sit inside a nested FieldInfo (``Annotated[Decimal, Field(...)] | None``)."""
+    out = []
+    for m in metadata:
+        out.append(m)
+        inner = getattr(m, "metadata", None)
+        if isinstance(inner, list):
+            out.extend(_flatten(inner))
+    return out
+
+
 def _decimal_type(metadata: list[Any]) -> pa.DataType:
     digits, places = None, None
-    for m in metadata:
+    for m in _flatten(metadata):
         digits = getattr(m, "max_digits", None) or digits
         p = getattr(m, "decimal_places", None)
         places = p if p is not None else places
@@ -117,7 +128,7 @@ def arrow_type(annotation: Any, metadata: list[Any] | None = None) -> tuple[pa.D
         if issubclass(annotation, dt.date):
             return pa.date32(), False
         if issubclass(annotation, dt.time):
-            return pa.time64("us"), False
+            return pa.string(), False  # ISO "HH:MM:SS": Parquet TIME is unreadable by Spark before 4.1
         if issubclass(annotation, str):
             return pa.string(), False
         if issubclass(annotation, bytes):
@@ -209,11 +220,18 @@ def to_arrow_value(value: Any, t: pa.DataType) -> Any:
     if pa.types.is_list(t):
         return [to_arrow_value(v, t.value_type) for v in value]
     if pa.types.is_decimal(t):
-        q = Decimal(1).scaleb(-t.scale)
-        return Decimal(value).quantize(q)
+        import decimal
+
+        with decimal.localcontext(decimal.Context(prec=t.precision + 2)):
+            v = Decimal(value).quantize(Decimal(1).scaleb(-t.scale))
+        if len(v.as_tuple().digits) > t.precision:
+            raise ValueError(f"{value} does not fit decimal({t.precision},{t.scale})")
+        return v
     if pa.types.is_string(t):
         if isinstance(value, enum.Enum):
             return str(value.value)
+        if isinstance(value, dt.time):
+            return value.isoformat()
         if isinstance(value, (dict, list)):
             return json.dumps(value, default=str, ensure_ascii=False)
         return str(value)

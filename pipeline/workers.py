@@ -40,6 +40,9 @@ RasterFunc = Callable[[Document, RasterSettings], Outcome]
 
 
 def _worker_main(conn: Connection, settings: RasterSettings, memory_limit: int | None, func: RasterFunc) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it finishes the batch
     if memory_limit:
         try:
             import resource
@@ -151,8 +154,15 @@ class RasterPool:
                     exhausted = True
                     return
                 w = idle.popleft()
+                if not w.proc.is_alive():  # died while idle (OOM killer, say): replace it first
+                    w = self._replace(w)
                 w.doc, w.started = doc, time.monotonic()
-                w.conn.send(doc)
+                try:
+                    w.conn.send(doc)
+                except (BrokenPipeError, OSError):
+                    w = self._replace(w)
+                    w.doc, w.started = doc, time.monotonic()
+                    w.conn.send(doc)
 
         feed()
         while True:

@@ -237,3 +237,21 @@ def test_stage_pages_round_trip_losslessly(tmp_path):
     for row, page in zip(sorted(rows, key=lambda r: r["page_index"]), original):
         img = decode_image(row["image"], row["width"], row["height"], row["encoding"])
         assert img.tobytes() == page.image.tobytes()
+
+
+def test_answer_that_does_not_fit_its_column_is_a_failure_row_not_a_crash(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf")
+    write_pdf(d / "b.pdf", text="other")
+    from pipeline.discover import discover
+
+    ids = [doc.doc_id for doc in discover([str(d)]).documents]
+    answers = {
+        ids[0]: {"n": 2**70, "amount": "1.5"},  # int64 overflow
+        ids[1]: {"n": 1, "amount": "123456789012345678901234567890.5"},  # too many digits for decimal(38,9)
+    }
+    out = tmp_path / "out"
+    s = run_job([str(d)], out, small_config(schema="tests.user_schema:Loose", **{"run.max_attempts": 1}), engine=ScriptedEngine(answers))
+    assert (s.succeeded, s.failed) == (0, 2)
+    assert {r[0] for r in q(f"SELECT error_type FROM '{out}/failures/*.parquet'")} == {"schema_mismatch"}

@@ -18,3 +18,10 @@ class PurchaseOrder(DocumentModel):
     @business_rule("amount_positive")
     def _positive(self) -> str | None:
         return None if self.amount > Decimal(0) else f"amount {self.amount} is not positive"
+
+
+class Loose(DocumentModel):
+    """Unbounded numbers: the Parquet columns (int64, decimal(38,9)) bound them instead."""
+
+    n: int = Field(description="A count.")
+    amount: Decimal = Field(description="An amount.")
