@@ -148,9 +148,12 @@ class JobConfig(_Section):
         """What determines an extraction's result (used for the run key)."""
         return {
             "schema": self.schema_name,
-            "rasterize": self.rasterize.model_dump(include={"dpi", "min_pixels", "max_pixels", "max_pages"}),
+            "rasterize": self.rasterize.model_dump(
+                include={"dpi", "min_pixels", "max_pixels", "max_pages", "direct_scans"}
+            ),
             "prompt": self.prompt.model_dump(),
             "model": self.engine.model,
+            "weights": {"dtype": self.engine.dtype, "quantization": self.engine.quantization},
             "sampling": self.sampling.model_dump(),
         }
 

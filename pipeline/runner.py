@@ -288,14 +288,23 @@ class Runner:
             self.on_progress(self.progress)
             self._write_manifest(manifest_base, summary, counts, by_type, by_stage, timings, t_start, "running")
 
-        # Discover-stage failures are committed first: they need no engine.
-        if discover_failures:
-            commit([], [self._failure_row(d, f) for d, f in discover_failures])
-
         if todo and not self._stop.is_set():
-            items = items_factory(todo) if items_factory else self._raster_items(todo)
-            engine = self._get_engine(timings)
-            self._process(items, engine, commit, timings, counts)
+            # Rasterizing starts now, so the first batch of pages is made while the model loads; nothing
+            # is written before the engine has loaded (an engine that will not load leaves no trace).
+            if items_factory:
+                gen = items_factory(todo)
+                items, stop_items = gen, gen.close
+            else:
+                items, stop_items = self._raster_items(todo)
+            try:
+                engine = self._get_engine(timings)
+                if discover_failures:
+                    commit([], [self._failure_row(d, f) for d, f in discover_failures])
+                self._process(items, engine, commit, timings, counts)
+            finally:
+                stop_items()
+        elif discover_failures:
+            commit([], [self._failure_row(d, f) for d, f in discover_failures])
 
         t_r = time.perf_counter()
         reconcile(self.out_dir)  # re-processed documents (--force, --retry-failed, new run key): newest row wins
@@ -357,8 +366,11 @@ class Runner:
 
     # ------------------------------------------------------------------ streaming
 
-    def _raster_items(self, docs: list[Document]) -> Iterator[tuple[Document, RasterizedDoc | RasterError]]:
-        """Rasterized documents from a producer thread, at most ``batch_size`` ahead."""
+    def _raster_items(
+        self, docs: list[Document]
+    ) -> tuple[Iterator[tuple[Document, RasterizedDoc | RasterError]], Callable[[], None]]:
+        """Rasterized documents from a producer thread (started now), at most ``batch_size`` ahead,
+        and a function that stops the producer and its worker processes."""
         cfg = self.config
         q: queue.Queue[Any] = queue.Queue(maxsize=max(2, cfg.run.batch_size))
         end = object()
@@ -390,7 +402,8 @@ class Runner:
 
         thread = threading.Thread(target=produce, name="docextract-rasterize", daemon=True)
         thread.start()
-        try:
+
+        def consume() -> Iterator[tuple[Document, RasterizedDoc | RasterError]]:
             while True:
                 item = q.get()
                 if item is end:
@@ -398,7 +411,8 @@ class Runner:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-        finally:
+
+        def stop() -> None:
             stop_producer.set()
             while thread.is_alive():
                 try:
@@ -406,6 +420,8 @@ class Runner:
                 except queue.Empty:
                     pass
             thread.join()
+
+        return consume(), stop
 
     def _process(
         self,

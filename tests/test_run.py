@@ -255,3 +255,11 @@ def test_answer_that_does_not_fit_its_column_is_a_failure_row_not_a_crash(tmp_pa
     s = run_job([str(d)], out, small_config(schema="tests.user_schema:Loose", **{"run.max_attempts": 1}), engine=ScriptedEngine(answers))
     assert (s.succeeded, s.failed) == (0, 2)
     assert {r[0] for r in q(f"SELECT error_type FROM '{out}/failures/*.parquet'")} == {"schema_mismatch"}
+
+
+def test_engine_that_will_not_load_writes_nothing(corpus, tmp_path):
+    out = tmp_path / "out"
+    r = _cli("run", str(corpus["dir"]), "--out", str(out), "--engine", "tests.scripted_engine:does_not_exist")
+    assert r.returncode == EXIT_COULD_NOT_START and "does_not_exist" in r.stderr
+    assert not (out / "failures").exists() or not any((out / "failures").glob("*.parquet"))
+    assert not (out / "run.json").exists()

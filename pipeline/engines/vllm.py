@@ -6,7 +6,7 @@ Profiles:
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), a small KV cache (``VLLM_CPU_KVCACHE_SPACE``).
   Measured here: engine start 8 s instead of 74-139 s.
 
-Batch isolation: in vLLM one malformed request (an image the processor rejects, a
+Batch isolation (request errors only; engine errors go up to the retry layer): in vLLM one malformed request (an image the processor rejects, a
 prompt longer than ``max_model_len``) makes the whole ``chat`` call raise, and no
 output comes back for the others.  We bisect: the failing batch is split in halves
 and each half retried, so only the bad request ends with an error.  A failed call
@@ -198,14 +198,19 @@ class VLLMEngine:
         try:
             return self._chat(requests)
         except Exception as e:
-            if _engine_is_dead(e):
-                raise
+            if _engine_is_dead(e) or not _is_request_error(e):
+                raise  # engine-level: the retry layer (backoff, OOM halving, rebuild) handles it
             if len(requests) == 1:
                 r = requests[0]
-                kind = ErrorType.REQUEST_INVALID if _is_request_error(e) else ErrorType.ENGINE_ERROR
                 log.warning("request for %s rejected by vLLM: %s", r.doc_id[:12], e)
                 return [
-                    Generation(r.doc_id, "", "error", error=f"{type(e).__name__}: {e}"[:2000], error_type=kind)
+                    Generation(
+                        r.doc_id,
+                        "",
+                        "error",
+                        error=f"{type(e).__name__}: {e}"[:2000],
+                        error_type=ErrorType.REQUEST_INVALID,
+                    )
                 ]
             self.splits += 1
             mid = len(requests) // 2
