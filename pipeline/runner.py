@@ -142,6 +142,7 @@ class Runner:
         self.progress = Progress()
         self._stop = threading.Event()
         self.engine_died: str | None = None
+        self._lock_fd: int | None = None
         self.raster = RasterSettings(
             dpi=config.rasterize.dpi,
             min_pixels=config.rasterize.min_pixels,
@@ -247,6 +248,7 @@ class Runner:
         if found.total == 0:
             raise CouldNotStart(f"no input documents found in {', '.join(map(str, inputs))}")
 
+        self._lock_output()
         clean_tmp(self.out_dir)
         reconciled = reconcile(self.out_dir)  # a crash may have left a superseded row behind
         if reconciled:
@@ -333,7 +335,33 @@ class Runner:
         self._write_manifest(manifest_base, summary, counts, by_type, by_stage, timings, t_start, status)
         return summary
 
+    def _lock_output(self) -> None:
+        """One writer per output directory: a second run on it fails to start instead of racing the first.
+        (Local directories; for object storage, schedule runs so they cannot overlap.)"""
+        if fs.is_uri(self.out_dir) or self._lock_fd is not None:
+            return
+        import fcntl
+        import os
+
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".docextract.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            raise CouldNotStart(f"another docextract run (pid {holder or '?'}) is writing to {out}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
     def close(self) -> None:
+        if self._lock_fd is not None:
+            import os
+
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         if self._owns_engine and self._resilient is not None:
             self._resilient.close()  # closes the current engine, a rebuilt one included
         self._engine = None

@@ -275,3 +275,18 @@ def test_sigkill_at_random_points_then_resume_is_exactly_once(slow_setup, tmp_pa
         ids = [d for d, _ in rows]
         assert len(ids) == expected and len(set(ids)) == expected, (trial, kills, len(ids), len(set(ids)))
         assert not list((out / "_tmp").glob("*")), trial
+
+
+def test_second_writer_on_the_same_output_cannot_start(tmp_path):
+    from pipeline.runner import CouldNotStart, Runner
+
+    make_docs(tmp_path / "in", 1)
+    first = Runner(small_config(), tmp_path / "out", engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    first._lock_output()
+    try:
+        with pytest.raises(CouldNotStart, match="another docextract run"):
+            run_job([str(tmp_path / "in")], tmp_path / "out", small_config(), engine=ScriptedEngine({}))
+    finally:
+        first.close()
+    s = run_job([str(tmp_path / "in")], tmp_path / "out", small_config(), engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    assert s.succeeded == 1

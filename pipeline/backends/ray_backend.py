@@ -355,6 +355,7 @@ def run_ray(
         max_restarts=config.run.engine_restarts,
         runtime_env=env,
     )
+    runner: Runner | None = None
     try:
         runner = Runner(config, out_dir, engine=engine, on_progress=on_progress)
         timeout_s = config.rasterize.timeout_s if isolate_rasterize else None
@@ -381,6 +382,8 @@ def run_ray(
             summary.timings["engine_load"] = round(engine.load_seconds, 4)
         return summary
     finally:
+        if runner is not None:
+            runner.close()  # releases the output-directory lock (the engine is closed below)
         engine.close()
         if started:
             ray.shutdown()
