@@ -6,7 +6,7 @@ Rounds alternate the order (raster, job / job, raster); the median of the per-ro
 (the two runs of a round are adjacent in time, which cancels most of a shared machine's drift), with
 CPU seconds (main process + rasterizing workers) beside the wall times: steadier under other tenants.
 
-    .venv/bin/python bench/overhead.py [--quick] [--breakdown] [--cache-rules] [--profile]
+    .venv/bin/python bench/overhead.py [--quick] [--breakdown] [--profile]
 """
 
 from __future__ import annotations
@@ -104,17 +104,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="also time the stream consumed directly / through "
                     "run_job's producer thread + queue, dropping pages at once or holding 512 documents")
-    ap.add_argument("--cache-rules", action="store_true",
-                    help="what-if: cache DocumentModel.business_rules per class in this process (the suggested fix)")
     ap.add_argument("--profile", action="store_true", help="cProfile one job run (main thread) and print the top entries")
     args = ap.parse_args()
-    if args.cache_rules:
-        import functools
-
-        from schemas.base import DocumentModel
-
-        DocumentModel.business_rules = classmethod(functools.cache(DocumentModel.business_rules.__func__))  # type: ignore[method-assign]
-        print("what-if: DocumentModel.business_rules cached per class (not the shipped code)")
 
     cds = corpus(640)
     if args.quick:
