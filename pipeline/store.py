@@ -159,52 +159,48 @@ def check_reserved(model: type[BaseModel]) -> None:
         )
 
 
+_DOC_COLUMNS = [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("source_path", pa.string()),
+    pa.field("doc_kind", pa.string()),
+    pa.field("page_count", pa.int32()),
+]
+_RUN_COLUMNS = [  # the same in both tables: how the row came about
+    pa.field("warnings", pa.list_(pa.string())),
+    pa.field("attempts", pa.int32()),
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("schema_name", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("run_key", pa.string()),
+    pa.field("run_id", pa.string()),
+]
+
+
 def results_schema(model: type[BaseModel]) -> pa.Schema:
     check_reserved(model)
-    meta = [
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("source_path", pa.string()),
-        pa.field("doc_kind", pa.string()),
-        pa.field("page_count", pa.int32()),
-        pa.field("pages_used", pa.int32()),
-    ]
-    tail = [
-        pa.field("raw_json", pa.string()),
-        pa.field("warnings", pa.list_(pa.string())),
-        pa.field("attempts", pa.int32()),
-        pa.field("prompt_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("schema_name", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("run_key", pa.string()),
-        pa.field("run_id", pa.string()),
-        pa.field("extracted_at", pa.timestamp("us", tz="UTC")),
-    ]
-    return pa.schema(meta + model_fields(model) + tail)
+    return pa.schema(
+        _DOC_COLUMNS
+        + [pa.field("pages_used", pa.int32())]
+        + model_fields(model)
+        + [pa.field("raw_json", pa.string())]
+        + _RUN_COLUMNS
+        + [pa.field("extracted_at", pa.timestamp("us", tz="UTC"))]
+    )
 
 
 FAILURES_SCHEMA = pa.schema(
-    [
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("source_path", pa.string()),
-        pa.field("doc_kind", pa.string()),
-        pa.field("page_count", pa.int32()),
+    _DOC_COLUMNS
+    + [
         pa.field("stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("retryable", pa.bool_()),
         pa.field("message", pa.string()),
         pa.field("errors", pa.list_(pa.string())),
         pa.field("raw_output", pa.string()),
-        pa.field("warnings", pa.list_(pa.string())),
-        pa.field("attempts", pa.int32()),
-        pa.field("prompt_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("schema_name", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("run_key", pa.string()),
-        pa.field("run_id", pa.string()),
-        pa.field("failed_at", pa.timestamp("us", tz="UTC")),
     ]
+    + _RUN_COLUMNS
+    + [pa.field("failed_at", pa.timestamp("us", tz="UTC"))]
 )
 
 
@@ -248,17 +244,7 @@ def model_row(instance: BaseModel, schema: pa.Schema) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fs.fsync_dir
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
