@@ -71,7 +71,7 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
-    small, big = (200, 2000) if args.quick else (1000, 10000)
+    small, big = (1000, 3000) if args.quick else (1000, 10000)  # both past the first 256-doc batch
     for p in (small, big):  # prepare files outside the measured runs
         copies_for(p)
     print(machine_line())
