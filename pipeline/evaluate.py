@@ -43,7 +43,6 @@ import datetime as dt
 import difflib
 import enum
 import hashlib
-import io
 import json
 import re
 import types
@@ -61,7 +60,8 @@ from pydantic import BaseModel
 
 from pipeline.discover import sniff
 from pipeline.records import DocKind
-from pipeline.store import atomic_write_bytes
+from pipeline.fs import write_bytes_atomic
+from pipeline.store import parquet_bytes
 from schemas import resolve
 
 TRUTH_SUFFIX = ".truth.json"
@@ -1074,11 +1074,9 @@ def write_report(report: EvalReport, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".json":
         data = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        atomic_write_bytes(path, data.encode())
+        write_bytes_atomic(path, data.encode())
     elif suffix == ".parquet":
-        buf = io.BytesIO()
-        pq.write_table(_fields_table(report), buf, compression="zstd")
-        atomic_write_bytes(path, buf.getvalue())
+        write_bytes_atomic(path, parquet_bytes(_fields_table(report), "zstd"))
     else:
         raise EvalError(f"{path}: report format must be .json or .parquet")
 

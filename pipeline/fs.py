@@ -166,21 +166,25 @@ def list_files(prefix: Location, recursive: bool = True, pattern: str | None = N
     return sorted(found, key=str)
 
 
-def write_bytes_atomic(location: Location, data: bytes) -> None:
+def write_bytes_atomic(location: Location, data: bytes, tmp_dir: Path | None = None) -> None:
     """Write a whole file so that readers see the old content or the new, never a part.
 
-    Local: temporary file in the same directory, fsync, rename, fsync of the directory.
-    Object store: one upload of the final key (atomic for readers)."""
+    Local: temporary file (in ``tmp_dir``, same filesystem, or else beside the target), fsync,
+    rename, fsync of the directory.  Object store: one upload of the final key (atomic for readers)."""
     if is_uri(location):
         fs, path = filesystem_for(str(location))
         if isinstance(fs, pafs.LocalFileSystem):
-            return write_bytes_atomic(path, data)
+            return write_bytes_atomic(path, data, tmp_dir)
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if tmp_dir is None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    else:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"{path.parent.name}-{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -204,13 +208,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def delete(location: Location, missing_ok: bool = True) -> None:
-    """Remove one file or object."""
+    """Remove one file or object (a local removal is made durable)."""
     try:
         if is_uri(location):
             fs, path = filesystem_for(str(location))
             fs.delete_file(path)
         else:
             os.unlink(location)
+            fsync_dir(Path(location).parent)
     except FileNotFoundError:
         if not missing_ok:
             raise

@@ -278,7 +278,7 @@ class Runner:
                 by_type[r["error_type"]] += 1
                 by_stage[r["stage"]] += 1
 
-        def commit(results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
+        def commit(results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
             tw = time.perf_counter()
             writer.commit(results, failures)
             timings["write"] += time.perf_counter() - tw
@@ -455,7 +455,7 @@ class Runner:
         self,
         items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
         engine: Engine,
-        commit: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None],
+        commit: Callable[[list[dict[str, Any]] | pa.Table, list[dict[str, Any]]], None],
         timings: Counter[str],
         counts: Counter[str],
     ) -> None:
@@ -556,16 +556,14 @@ class Runner:
         self,
         batch: list[_Pending],
         gens: list[Generation],
-        commit: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None],
+        commit: Callable[[list[dict[str, Any]] | pa.Table, list[dict[str, Any]]], None],
         timings: Counter[str],
         counts: Counter[str],
-        allow_reask: bool = True,
     ) -> list[_Pending]:
         """Validate a batch's answers, commit results and final failures; return the re-asks."""
         t_v = time.perf_counter()
-        results: list[dict[str, Any]] = []
-        failures: list[dict[str, Any]] = []
-        reasks: list[_Pending] = []
+        rows: list[tuple[_Pending, Generation, dict[str, Any]]] = []
+        failed: list[tuple[_Pending, Failure]] = []
         for p, gen in zip(batch, gens, strict=True):
             if gen.finish_reason == "abort":
                 continue  # the engine was stopped under this request: not attempted, stays pending
@@ -577,34 +575,47 @@ class Runner:
             outcome = validate_generation(gen, self.model)
             if isinstance(outcome, Extraction):
                 try:
-                    row = self._result_row(p, outcome)
-                    pa.Table.from_pylist([row], schema=self.arrow_schema)  # would this row write? (overflow etc.)
-                    results.append(row)
+                    rows.append((p, gen, self._result_row(p, outcome)))
                     continue
+                except (ValueError, TypeError, OverflowError, ArithmeticError) as e:
+                    outcome = self._unwritable(p, gen, e)
+            failed.append((p, outcome))
+        # One Arrow conversion for the batch; only if it fails is each row tried, to find the culprits.
+        try:
+            table = pa.Table.from_pylist([r for _, _, r in rows], schema=self.arrow_schema)
+        except (ValueError, TypeError, OverflowError, ArithmeticError, pa.ArrowException):
+            good = []
+            for p, gen, row in rows:
+                try:
+                    pa.Table.from_pylist([row], schema=self.arrow_schema)
+                    good.append(row)
                 except (ValueError, TypeError, OverflowError, ArithmeticError, pa.ArrowException) as e:
-                    outcome = Failure(
-                        p.rdoc.document.doc_id,
-                        Stage.VALIDATE,
-                        ErrorType.SCHEMA_MISMATCH,
-                        f"answer does not fit the output columns: {type(e).__name__}: {e}",
-                        raw_output=gen.text,
-                    )
+                    failed.append((p, self._unwritable(p, gen, e)))
+            table = pa.Table.from_pylist(good, schema=self.arrow_schema)
+        failures: list[dict[str, Any]] = []
+        reasks: list[_Pending] = []
+        for p, outcome in failed:
             p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
-            if (
-                allow_reask
-                and outcome.error_type in REASK_TYPES
-                and p.attempts < self.config.run.max_attempts
-                and outcome.raw_output
-            ):
+            if outcome.error_type in REASK_TYPES and p.attempts < self.config.run.max_attempts and outcome.raw_output:
                 p.request = reask_request(p.request, outcome.raw_output, outcome.errors, self._sampling(p.attempts + 1))
                 reasks.append(p)
                 continue
             tokens = (p.prompt_tokens, p.output_tokens)
             failures.append(self._failure_row(p.rdoc.document, outcome, p.rdoc, p.attempts, p.errors, tokens))
         timings["validate"] += time.perf_counter() - t_v
-        if results or failures:
-            commit(results, failures)
+        if table.num_rows or failures:
+            commit(table, failures)
         return reasks
+
+    @staticmethod
+    def _unwritable(p: _Pending, gen: Generation, e: BaseException) -> Failure:
+        return Failure(
+            p.rdoc.document.doc_id,
+            Stage.VALIDATE,
+            ErrorType.SCHEMA_MISMATCH,
+            f"answer does not fit the output columns: {type(e).__name__}: {e}",
+            raw_output=gen.text,
+        )
 
     def _timed_generate(self, engine: Engine, requests: list[Request]) -> tuple[list[Generation], float]:
         """Runs in the engine thread; the time measured is the engine's own busy time."""

@@ -29,7 +29,8 @@ from PIL import Image
 from pipeline.discover import Discovered, discover
 from pipeline.rasterize import RasterError, RasterSettings, image_tokens
 from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
-from pipeline.store import atomic_write_bytes
+from pipeline.fs import write_bytes_atomic
+from pipeline.store import parquet_bytes
 from pipeline.workers import default_memory_limit, rasterize_stream
 
 DOCS_SCHEMA = pa.schema(
@@ -134,9 +135,8 @@ def write_stage(
         if not page_rows:
             return
         table = pa.Table.from_pylist(page_rows, schema=PAGES_SCHEMA)
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression={c: ("none" if c == "image" else "zstd") for c in table.column_names})
-        atomic_write_bytes(stage_dir / "pages" / f"part-{seq:05d}.parquet", buf.getvalue().to_pybytes())
+        compression = {c: ("none" if c == "image" else "zstd") for c in table.column_names}
+        write_bytes_atomic(stage_dir / "pages" / f"part-{seq:05d}.parquet", parquet_bytes(table, compression))
         seq += 1
         page_rows = []
 
@@ -169,9 +169,7 @@ def write_stage(
     flush()
     # documents.parquet last: its presence marks a complete stage.
     table = pa.Table.from_pylist(doc_rows, schema=DOCS_SCHEMA)
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
-    atomic_write_bytes(stage_dir / "documents.parquet", buf.getvalue().to_pybytes())
+    write_bytes_atomic(stage_dir / "documents.parquet", parquet_bytes(table, "zstd"))
     report.seconds = time.perf_counter() - t0
     return report
 

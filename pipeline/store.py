@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import os
 import types
 import typing
 import uuid
@@ -244,30 +243,12 @@ def model_row(instance: BaseModel, schema: pa.Schema) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-_fsync_dir = fs.fsync_dir
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def write_json(path: Path | str, obj: Any) -> None:
-    data = (json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n").encode()
-    if fs.is_uri(path):
-        fs.write_bytes_atomic(path, data)
-    else:
-        atomic_write_bytes(Path(path), data)
+    fs.write_bytes_atomic(path, (json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n").encode())
 
 
-def _parquet_bytes(table: pa.Table, compression: str | None = None) -> bytes:
-    """A whole Parquet file in memory, for a single atomic object upload."""
+def parquet_bytes(table: pa.Table, compression: str | dict[str, str] | None = None) -> bytes:
+    """A whole Parquet file in memory, for one atomic write (a rename locally, one upload on S3)."""
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, **({} if compression is None else {"compression": compression}))
     return buf.getvalue().to_pybytes()
@@ -303,44 +284,28 @@ class PartWriter:
         for sub in ("results", "failures", "_tmp"):
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    def _commit(self, table_name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> Path | str | None:
-        if not rows:
+    def _tmp_dir(self) -> Path | None:
+        """Local parts are staged in ``_tmp/`` (cleaned at the next start); object-store parts need none."""
+        return None if isinstance(self.out_dir, str) else self.out_dir / "_tmp"
+
+    def _commit(
+        self, table_name: str, rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema
+    ) -> Path | str | None:
+        if not len(rows):
             return None
-        table = pa.Table.from_pylist(rows, schema=schema)
-        name = f"part-{self.run_id}-{self.seq:05d}.parquet"
-        comp = None if self.compression == "none" else self.compression
-        if isinstance(self.out_dir, str):  # object store: one upload of the final key
-            final_uri: str = fs.join(self.out_dir, table_name, name)
-            fs.write_bytes_atomic(final_uri, _parquet_bytes(table, self.compression))
-            return final_uri
-        tmp = self.out_dir / "_tmp" / f"{table_name}-{name}"
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=comp)
-            f.flush()
-            os.fsync(f.fileno())
-        final = self.out_dir / table_name / name
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+        final = fs.join(self.out_dir, table_name, f"part-{self.run_id}-{self.seq:05d}.parquet")
+        fs.write_bytes_atomic(final, parquet_bytes(table, self.compression), self._tmp_dir())
         return final
 
     def ensure_tables(self) -> None:
         """An empty part in a table with none, so ``SELECT ... FROM 'out/failures/*.parquet'`` works (0 rows)."""
         for name, schema in (("results", self.results_schema), ("failures", FAILURES_SCHEMA)):
-            if isinstance(self.out_dir, str):
-                if not _parts(fs.join(self.out_dir, name)):
-                    empty = fs.join(self.out_dir, name, f"part-{self.run_id}-empty.parquet")
-                    fs.write_bytes_atomic(empty, _parquet_bytes(schema.empty_table()))
-                continue
-            d = self.out_dir / name
-            if not any(d.glob("part-*.parquet")):
-                tmp = self.out_dir / "_tmp" / f"{name}-empty.parquet"
-                with open(tmp, "wb") as f:
-                    pq.write_table(schema.empty_table(), f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, d / f"part-{self.run_id}-empty.parquet")
+            if not _parts(fs.join(self.out_dir, name)):
+                empty = fs.join(self.out_dir, name, f"part-{self.run_id}-empty.parquet")
+                fs.write_bytes_atomic(empty, parquet_bytes(schema.empty_table()), self._tmp_dir())
 
-    def commit(self, results: list[dict[str, Any]], failures: list[dict[str, Any]]) -> list[Path | str]:
+    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> list[Path | str]:
         """Write one part of each table (when it has rows).  Results first, then failures."""
         paths = [
             p
@@ -479,23 +444,10 @@ def reconcile(out_dir: Path | str) -> int:
         if all(keep):
             continue
         removed += keep.count(False)
-        if remote:  # one delete or one upload per part: atomic for readers
-            if any(keep):
-                fs.write_bytes_atomic(f, _parquet_bytes(_read_parquet(f).filter(pa.array(keep)), "zstd"))
-            else:
-                fs.delete(f)
-            continue
-        if not any(keep):
-            f.unlink()
-            _fsync_dir(f.parent)
-            continue
-        table = pq.read_table(f).filter(pa.array(keep))
-        tmp = out_dir / "_tmp" / f"rewrite-{f.parent.name}-{f.name}"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, f)
-        _fsync_dir(f.parent)
+        # one delete or one rewrite per part: atomic for readers
+        if any(keep):
+            kept = _read_parquet(f).filter(pa.array(keep))
+            fs.write_bytes_atomic(f, parquet_bytes(kept, "zstd"), None if remote else Path(out_dir) / "_tmp")
+        else:
+            fs.delete(f)
     return removed
