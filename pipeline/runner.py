@@ -618,24 +618,12 @@ class Runner:
         )
 
     def _timed_generate(self, engine: Engine, requests: list[Request]) -> tuple[list[Generation], float]:
-        """Runs in the engine thread; the time measured is the engine's own busy time."""
+        """Runs in the engine thread; the time measured is the engine's own busy time.  ``engine`` is the
+        ResilientEngine from ``_get_engine``: per-batch errors come back as ``engine_error`` generations,
+        only ``EngineUnavailable`` is raised."""
         t0 = time.perf_counter()
-        gens = self._generate(engine, requests)
+        gens = engine.generate(requests)
         return gens, time.perf_counter() - t0
-
-    def _generate(self, engine: Engine, requests: list[Request]) -> list[Generation]:
-        """The engine's answers; an engine exception fails this batch's documents, not the run."""
-        try:
-            gens = engine.generate(requests)
-            if len(gens) != len(requests):
-                raise RuntimeError(f"engine returned {len(gens)} generations for {len(requests)} requests")
-            return gens
-        except EngineUnavailable:
-            raise
-        except Exception as e:
-            log.error("engine failed on a batch of %d: %s", len(requests), e)
-            msg = f"engine failed: {type(e).__name__}: {e}"[:2000]
-            return [Generation(r.doc_id, "", "error", error=msg, error_type=ErrorType.ENGINE_ERROR) for r in requests]
 
     # ------------------------------------------------------------------ manifest
 
