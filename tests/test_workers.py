@@ -1,0 +1,122 @@
+"""The worker pool's page transport: pixels cross processes through a shared block, unchanged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline import workers
+from pipeline.discover import discover
+from pipeline.rasterize import RasterSettings, rasterize
+from pipeline.records import RasterizedDoc
+from pipeline.workers import PageBlock, RasterPool
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+needs_memfd = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux-only")
+
+
+def _docs(tmp_path: Path):
+    docs = [d for d in discover([str(SAMPLES / "invoices")]).documents if not Path(d.path).name.startswith("bad-")]
+    docs += list(discover([str(SAMPLES / "receipts")]).documents)
+    return docs
+
+
+def _pixels(out: RasterizedDoc) -> list[tuple[tuple[int, int], str, bytes]]:
+    return [(p.image.size, p.image.mode, p.image.tobytes()) for p in out.pages]
+
+
+def _through_pool(docs, settings, n=2):
+    with RasterPool(settings, n) as pool:
+        return {doc.doc_id: out for doc, out in pool.imap(docs)}
+
+
+@needs_memfd
+def test_pool_pages_equal_in_process_pages(tmp_path):
+    settings = RasterSettings(dpi=72, max_pixels=200_704)
+    docs = _docs(tmp_path)
+    assert len(docs) >= 10
+    got = _through_pool(docs, settings)
+    assert set(got) == {d.doc_id for d in docs}
+    for doc in docs:
+        out = got[doc.doc_id]
+        assert isinstance(out, RasterizedDoc)
+        assert all(isinstance(p.image, Image.Image) for p in out.pages)
+        assert _pixels(out) == _pixels(rasterize(doc, settings))
+
+
+@needs_memfd
+def test_document_bigger_than_the_block_then_small_ones(tmp_path, monkeypatch):
+    # A resting block of 1 MiB: a 3-page document at ~1 MP/page (9 MB) makes the worker grow the
+    # block, and the next documents make it shrink back; every page must still arrive intact.
+    monkeypatch.setattr(workers, "_BLOCK_BYTES", 1 << 20)
+    settings = RasterSettings(dpi=150, max_pixels=1_003_520)
+    docs = _docs(tmp_path)
+    multi = [d for d in docs if len(rasterize(d, settings).pages) > 1]
+    assert multi, "the samples include a multi-page invoice"
+    order = multi + [d for d in docs if d not in multi] + multi
+    with RasterPool(settings, 1) as pool:  # one worker: every document reuses the same block
+        got = list(pool.imap(order))
+    assert [d.doc_id for d, _ in got] == [d.doc_id for d in order]
+    for doc, out in got:
+        assert _pixels(out) == _pixels(rasterize(doc, settings))
+
+
+def test_without_shared_memory_pages_are_pickled(tmp_path, monkeypatch):
+    monkeypatch.setattr(PageBlock, "create", staticmethod(lambda: None))
+    settings = RasterSettings(dpi=72, max_pixels=200_704)
+    docs = _docs(tmp_path)[:4]
+    got = _through_pool(docs, settings)
+    for doc in docs:
+        assert _pixels(got[doc.doc_id]) == _pixels(rasterize(doc, settings))
+
+
+@needs_memfd
+def test_block_round_trip_keeps_other_modes_and_sizes():
+    from pipeline.records import Page
+
+    block = PageBlock.create()
+    assert block is not None
+    try:
+        rgb = Image.new("RGB", (57, 31), (1, 2, 3))
+        rgb.putpixel((56, 30), (250, 251, 252))
+        gray = Image.new("L", (10, 10), 7)  # not RGB: stays in the pickled record
+        out = RasterizedDoc(document=None, pages=[Page("d", 0, rgb, 57, 31), Page("d", 1, gray, 10, 10)], total_pages=2)  # type: ignore[arg-type]
+        block.put(out)
+        assert not isinstance(out.pages[0].image, Image.Image)
+        assert out.pages[1].image is gray
+        block.take(out)
+        assert out.pages[0].image.tobytes() == rgb.tobytes()
+        assert out.pages[0].image.getpixel((56, 30)) == (250, 251, 252)
+    finally:
+        block.close()
+
+
+def test_documents_queued_behind_a_crash_or_hang_are_not_blamed(tmp_path):
+    # One worker, so every document waits in the queue behind the one before it: the good files
+    # queued behind the segfault and the hang must come back rendered, not as that file's failure.
+    from tests.conftest import write_pdf
+    from tests.raster_faults import faulty
+    from pipeline.rasterize import RasterError
+    from pipeline.records import ErrorType
+
+    names = ["ok1.pdf", "segv.pdf", "ok2.pdf", "ok3.pdf", "hang.pdf", "ok4.pdf", "segv2.pdf", "ok5.pdf"]
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in names:
+        write_pdf(d / name, text=name)
+    docs = sorted(discover([str(d)]).documents, key=lambda doc: names.index(Path(doc.path).name))
+    with RasterPool(RasterSettings(dpi=72, max_pixels=50_176), 1, timeout_s=3, func=faulty) as pool:
+        got = [(Path(doc.path).name, out) for doc, out in pool.imap(docs)]
+        restarts = pool.restarts
+    assert sorted(n for n, _ in got) == sorted(names)  # each exactly once
+    out = dict(got)
+    assert out["segv.pdf"].error_type is ErrorType.WORKER_CRASHED
+    assert out["segv2.pdf"].error_type is ErrorType.WORKER_CRASHED
+    assert out["hang.pdf"].error_type is ErrorType.TIMEOUT
+    for i in range(1, 6):
+        assert not isinstance(out[f"ok{i}.pdf"], RasterError), out[f"ok{i}.pdf"]
+        assert len(out[f"ok{i}.pdf"].pages) == 1
+    assert restarts == 3
