@@ -93,6 +93,19 @@ class SamplingConfig(_Section):
 
 class RunConfig(_Section):
     batch_size: int = Field(256, ge=1, description="Documents per engine call.")
+    max_batch_pages: int = Field(
+        512,
+        ge=1,
+        description="Pages per engine call (a batch closes at batch_size documents or this many pages); also "
+        "how many rasterized pages may wait ahead of the engine. Bounds memory: ~3.5 MB per page in this "
+        "process at the default page budget, more inside the engine.",
+    )
+    first_batch_size: int = Field(
+        16,
+        ge=1,
+        description="Documents in the first engine call; each later call doubles up to batch_size. Starts the "
+        "GPU after a few documents instead of a full batch.",
+    )
     max_failure_rate: float = Field(
         1.0, ge=0, le=1, description="Exit non-zero (code 3) when failed/total exceeds this. 1.0 never trips."
     )

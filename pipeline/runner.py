@@ -15,7 +15,7 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +101,45 @@ def run_key_for(config: JobConfig, model: type[BaseModel]) -> str:
     return stable_hash(
         {"config": config.fingerprint(), "schema": json_schema_for(model), "prompt_version": PROMPT_VERSION}
     )
+
+
+class _PageQueue:
+    """A queue between the rasterizing thread and the batch loop, bounded in documents *and* pages:
+    a backlog of 30-page contracts cannot pile up more pixels than one of one-page receipts.  An
+    item over the page limit is still let in when the queue is empty, so nothing is ever stuck."""
+
+    def __init__(self, max_items: int, max_pages: int):
+        self.max_items, self.max_pages = max_items, max_pages
+        self.items: deque[tuple[Any, int]] = deque()
+        self.pages = 0
+        self.cond = threading.Condition()
+
+    @staticmethod
+    def _pages(item: Any) -> int:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], RasterizedDoc):
+            return len(item[1].pages)
+        return 0
+
+    def put(self, item: Any, timeout: float | None = None, force: bool = False) -> None:
+        n = self._pages(item)
+        with self.cond:
+            fits = lambda: not self.items or (  # noqa: E731
+                len(self.items) < self.max_items and self.pages + n <= self.max_pages
+            )
+            if not force and not self.cond.wait_for(fits, timeout):
+                raise queue.Full
+            self.items.append((item, n))
+            self.pages += n
+            self.cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        with self.cond:
+            if not self.cond.wait_for(lambda: bool(self.items), timeout):
+                raise queue.Empty
+            item, n = self.items.popleft()
+            self.pages -= n
+            self.cond.notify_all()
+            return item
 
 
 @dataclass
@@ -397,10 +436,10 @@ class Runner:
     def _raster_items(
         self, docs: list[Document]
     ) -> tuple[Iterator[tuple[Document, RasterizedDoc | RasterError]], Callable[[], None]]:
-        """Rasterized documents from a producer thread (started now), at most ``batch_size`` ahead,
-        and a function that stops the producer and its worker processes."""
+        """Rasterized documents from a producer thread (started now), at most ``batch_size`` documents
+        and ``max_batch_pages`` pages ahead, and a function that stops the producer and its worker processes."""
         cfg = self.config
-        q: queue.Queue[Any] = queue.Queue(maxsize=max(2, cfg.run.batch_size))
+        q = _PageQueue(max(2, cfg.run.batch_size), cfg.run.max_batch_pages)
         end = object()
         stop_producer = threading.Event()
 
@@ -424,9 +463,9 @@ class Runner:
                         except queue.Full:
                             continue
             except BaseException as e:  # surfaced in the consumer
-                q.put(e)
+                q.put(e, force=True)
             finally:
-                q.put(end)
+                q.put(end, force=True)
 
         thread = threading.Thread(target=produce, name="docextract-rasterize", daemon=True)
         thread.start()
@@ -466,14 +505,15 @@ class Runner:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         cfg = self.config
-        carry: list[_Pending] = []  # re-asks waiting for a batch
+        carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
         exhausted = False
+        size = min(cfg.run.first_batch_size, cfg.run.batch_size)  # ramps up: the engine starts sooner
         in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
         self.progress.stage = "extracting"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
             while True:
-                batch, raster_failures, exhausted = self._assemble(items, carry, exhausted, timings, counts)
-                carry = []
+                batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, size, timings, counts)
+                size = min(size * 2, cfg.run.batch_size)
                 if raster_failures:
                     commit([], raster_failures)
                 finished: tuple[list[_Pending], list[Generation]] | None = None
@@ -491,7 +531,7 @@ class Runner:
                     requests = [p.request for p in batch]
                     in_flight = (batch, pool.submit(self._timed_generate, engine, requests), time.perf_counter())
                 if finished is not None:
-                    carry = self._validate_and_commit(*finished, commit, timings, counts)
+                    carry += self._validate_and_commit(*finished, commit, timings, counts)
                 if self._stop.is_set():
                     if in_flight is not None:  # finish the batch the engine has, then stop
                         prev, fut, _ = in_flight
@@ -517,15 +557,20 @@ class Runner:
         items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
         carry: list[_Pending],
         exhausted: bool,
+        size: int,
         timings: Counter[str],
         counts: Counter[str],
-    ) -> tuple[list[_Pending], list[dict[str, Any]], bool]:
-        """Up to ``batch_size`` requests (re-asks first) and the rasterize failures met on the way."""
+    ) -> tuple[list[_Pending], list[dict[str, Any]], bool, list[_Pending]]:
+        """Up to ``size`` requests and ``max_batch_pages`` pages (carried ones first), the rasterize
+        failures met on the way, whether the input is exhausted, and what is carried to the next batch
+        (the document that would have overflowed the page budget)."""
         cfg = self.config
         batch = list(carry)
+        pages = sum(len(p.rdoc.pages) for p in batch)
         failures: list[dict[str, Any]] = []
+        spill: list[_Pending] = []
         t_wait = time.perf_counter()
-        while len(batch) < cfg.run.batch_size and not exhausted and not self._stop.is_set():
+        while len(batch) < size and pages < cfg.run.max_batch_pages and not exhausted and not self._stop.is_set():
             try:
                 doc, out = next(items)
             except StopIteration:
@@ -548,9 +593,13 @@ class Runner:
                 extra_instructions=cfg.prompt.instructions,
             )
             timings["prompt"] += time.perf_counter() - t_p
+            if batch and pages + len(out.pages) > cfg.run.max_batch_pages:
+                spill.append(_Pending(out, req))
+                break
             batch.append(_Pending(out, req))
+            pages += len(out.pages)
         timings["assemble"] += time.perf_counter() - t_wait
-        return batch, failures, exhausted
+        return batch, failures, exhausted, spill
 
     def _validate_and_commit(
         self,

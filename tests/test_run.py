@@ -263,3 +263,59 @@ def test_engine_that_will_not_load_writes_nothing(corpus, tmp_path):
     assert r.returncode == EXIT_COULD_NOT_START and "does_not_exist" in r.stderr
     assert not (out / "failures").exists() or not any((out / "failures").glob("*.parquet"))
     assert not (out / "run.json").exists()
+
+
+def test_page_queue_bounds_pages_and_documents_but_never_blocks_an_empty_queue():
+    import queue as _q
+
+    from pipeline.records import RasterizedDoc
+    from pipeline.runner import _PageQueue
+
+    def item(n):
+        return ("doc", RasterizedDoc(document=None, pages=[None] * n, total_pages=n))  # type: ignore[arg-type]
+
+    q = _PageQueue(max_items=3, max_pages=5)
+    q.put(item(9), timeout=0)  # over the page limit, but the queue is empty: admitted
+    with pytest.raises(_q.Full):
+        q.put(item(1), timeout=0.05)
+    assert len(q.get(timeout=0)[1].pages) == 9
+    q.put(item(3), timeout=0)
+    q.put(item(2), timeout=0)  # 5 pages: exactly the limit
+    with pytest.raises(_q.Full):
+        q.put(item(1), timeout=0.05)
+    q.put("end", timeout=None, force=True)  # control items always get in
+    assert [len(q.get(timeout=0)[1].pages) for _ in range(2)] == [3, 2]
+    assert q.get(timeout=0) == "end"
+    for _ in range(3):
+        q.put(item(0), timeout=0)
+    with pytest.raises(_q.Full):  # the document bound still holds for page-less items
+        q.put(item(0), timeout=0.05)
+    with pytest.raises(_q.Empty):
+        _PageQueue(1, 1).get(timeout=0.01)
+
+
+def test_batches_ramp_up_and_respect_the_page_budget(tmp_path):
+    # 20 documents of 1-3 pages: first batch 2 documents, then 4, 8, 8...; no batch over 7 pages
+    # unless it is a single document; every document exactly once.
+    d = tmp_path / "in"
+    d.mkdir()
+    sizes = [1, 3, 2, 1, 1, 3, 3, 2, 1, 2, 3, 1, 1, 1, 2, 3, 3, 1, 2, 1]
+    for i, n in enumerate(sizes):
+        write_pdf(d / f"doc{i:02d}.pdf", pages=n, text=f"doc {i}")
+    engine = ScriptedEngine(callback=lambda req: "{}")
+    out = tmp_path / "out"
+    cfg = small_config(**{"run.batch_size": 8, "run.first_batch_size": 2, "run.max_batch_pages": 7, "run.max_attempts": 1})
+    s = run_job([str(d)], out, cfg, engine=engine)
+    assert s.inputs == 20 and s.succeeded + s.failed == 20
+    docs_per_batch = [len(b) for b in engine.batches]
+    pages_per_batch = [sum(len(r.images) for r in b) for b in engine.batches]
+    assert docs_per_batch[:2] == [2, 4], docs_per_batch
+    assert all(n <= 8 for n in docs_per_batch)
+    assert all(p <= 7 for p in pages_per_batch), pages_per_batch
+    # each batch is as full as the budgets allow: 8 documents, or the next document would not fit
+    for k in range(len(engine.batches) - 1):
+        if k >= 2:
+            next_pages = len(engine.batches[k + 1][0].images)
+            assert docs_per_batch[k] == 8 or pages_per_batch[k] + next_pages > 7, (k, docs_per_batch, pages_per_batch)
+    seen = [r.doc_id for b in engine.batches for r in b]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 20
