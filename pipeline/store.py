@@ -16,11 +16,14 @@ readers, and ``_tmp/`` is not used.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
+import functools
 import json
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -206,38 +209,70 @@ FAILURES_SCHEMA = pa.schema(
 # --------------------------------------------------------------------------- values
 
 
+Convert = Callable[[Any], Any]
+
+
 def to_arrow_value(value: Any, t: pa.DataType) -> Any:
     """Python value from ``model_dump(mode="python")`` -> what pyarrow accepts for type ``t``."""
-    if value is None:
-        return None
-    if pa.types.is_struct(t):
-        return {f.name: to_arrow_value(value.get(f.name), f.type) for f in t}
-    if pa.types.is_list(t):
-        return [to_arrow_value(v, t.value_type) for v in value]
-    if pa.types.is_decimal(t):
-        import decimal
+    conv = arrow_converter(t)
+    return value if conv is None or value is None else conv(value)
 
-        with decimal.localcontext(decimal.Context(prec=t.precision + 2)):
-            v = Decimal(value).quantize(Decimal(1).scaleb(-t.scale))
-        if len(v.as_tuple().digits) > t.precision:
-            raise ValueError(f"{value} does not fit decimal({t.precision},{t.scale})")
-        return v
+
+@functools.lru_cache(maxsize=256)
+def arrow_converter(t: pa.DataType) -> Convert | None:
+    """The conversion for type ``t``, built once per type; ``None`` where the value goes in as it is.
+
+    Built once so a result row costs one pass over the fields that need it (decimals, enums,
+    times and free-form values for string columns) and nothing for the rest; the per-value type
+    dispatch this replaces was ~1 ms per 40-item invoice on the main thread."""
+    if pa.types.is_struct(t):
+        subs = [(f.name, arrow_converter(f.type)) for f in t]
+        if all(c is None for _, c in subs):
+            names = [n for n, _ in subs]
+            return lambda v: {n: v.get(n) for n in names}  # only the declared fields
+        return lambda v: {n: (x if c is None or (x := v.get(n)) is None else c(x)) for n, c in subs}
+    if pa.types.is_list(t):
+        item = arrow_converter(t.value_type)
+        if item is None:
+            return None
+        return lambda v: [None if x is None else item(x) for x in v]
+    if pa.types.is_decimal(t):
+        ctx = decimal.Context(prec=t.precision + 2)
+        quantum = Decimal(1).scaleb(-t.scale)
+        precision = t.precision
+
+        def to_decimal(v: Any) -> Decimal:
+            d = Decimal(v).quantize(quantum, context=ctx)
+            if len(d.as_tuple().digits) > precision:
+                raise ValueError(f"{v} does not fit decimal({precision},{t.scale})")
+            return d
+
+        return to_decimal
     if pa.types.is_string(t):
-        if isinstance(value, enum.Enum):
-            return str(value.value)
-        if isinstance(value, dt.time):
-            return value.isoformat()
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, default=str, ensure_ascii=False)
-        return str(value)
+        return _to_string
+    return None  # numbers, booleans, dates, timestamps: pydantic's values are what pyarrow takes (enums map to strings)
+
+
+def _to_string(value: Any) -> str:
+    if type(value) is str:
+        return value
     if isinstance(value, enum.Enum):
-        return value.value
-    return value
+        return str(value.value)
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
 
 
 def model_row(instance: BaseModel, schema: pa.Schema) -> dict[str, Any]:
     data = instance.model_dump(mode="python")
-    return {name: to_arrow_value(data.get(name), schema.field(name).type) for name in type(instance).model_fields}
+    row = {}
+    for name in type(instance).model_fields:
+        v = data.get(name)
+        conv = arrow_converter(schema.field(name).type)
+        row[name] = v if conv is None or v is None else conv(v)
+    return row
 
 
 # --------------------------------------------------------------------------- writing
