@@ -27,14 +27,23 @@ Answer = dict | str | Generation
 class ScriptedEngine:
     name = "scripted"
 
-    def __init__(self, answers: dict[str, Answer] | None = None, callback: Callable[[Request], Answer] | None = None):
+    def __init__(
+        self,
+        answers: dict[str, Answer] | None = None,
+        callback: Callable[[Request], Answer] | None = None,
+        record: bool = True,
+    ):
         self.answers = answers or {}
         self.callback = callback
+        self.record = record  # keep every request (with its page images) for tests to inspect
         self.batches: list[list[Request]] = []
+        self.batch_sizes: list[int] = []
         self.closed = False
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        self.batches.append(list(requests))
+        self.batch_sizes.append(len(requests))
+        if self.record:
+            self.batches.append(list(requests))
         out = []
         for r in requests:
             if self.callback is not None:
@@ -72,7 +81,7 @@ def truth_answers(truth_dir: str | os.PathLike) -> dict[str, dict]:
 def from_truth(config: Any = None) -> ScriptedEngine:
     options = getattr(config, "options", {}) or {}
     truth_dir = options.get("truth_dir") or os.environ.get("DOCEXTRACT_TRUTH_DIR") or "data/samples"
-    return ScriptedEngine(truth_answers(truth_dir))
+    return ScriptedEngine(truth_answers(truth_dir), record=False)  # from the CLI, on inputs of any size
 
 
 def perturbed(config: Any = None) -> ScriptedEngine:
@@ -88,4 +97,4 @@ def perturbed(config: Any = None) -> ScriptedEngine:
                     t[key] = f"{t[key]}-X"
         return t
 
-    return ScriptedEngine(callback=answer)
+    return ScriptedEngine(callback=answer, record=False)
