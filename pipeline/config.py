@@ -96,9 +96,9 @@ class RunConfig(_Section):
     max_batch_pages: int = Field(
         512,
         ge=1,
-        description="Pages per engine call (a batch closes at batch_size documents or this many pages); also "
-        "how many rasterized pages may wait ahead of the engine. Bounds memory: ~3.5 MB per page in this "
-        "process at the default page budget, more inside the engine.",
+        description="Pages per engine call (a batch closes at batch_size documents or this many pages); a "
+        "quarter of it may wait rasterized ahead. Bounds memory: ~4 MB per page in this process at the "
+        "default page budget, more inside the engine.",
     )
     first_batch_size: int = Field(
         16,
