@@ -100,12 +100,6 @@ class RunConfig(_Section):
         "quarter of it may wait rasterized ahead. Bounds memory: ~4 MB per page in this process at the "
         "default page budget, more inside the engine.",
     )
-    first_batch_size: int = Field(
-        16,
-        ge=1,
-        description="Documents in the first engine call; each later call doubles up to batch_size. Starts the "
-        "GPU after a few documents instead of a full batch.",
-    )
     max_failure_rate: float = Field(
         1.0, ge=0, le=1, description="Exit non-zero (code 3) when failed/total exceeds this. 1.0 never trips."
     )

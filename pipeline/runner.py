@@ -511,13 +511,11 @@ class Runner:
         cfg = self.config
         carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
         exhausted = False
-        size = min(cfg.run.first_batch_size, cfg.run.batch_size)  # ramps up: the engine starts sooner
         in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
         self.progress.stage = "extracting"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
             while True:
-                batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, size, timings, counts)
-                size = min(size * 2, cfg.run.batch_size)
+                batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, timings, counts)
                 if raster_failures:
                     commit([], raster_failures)
                 finished: tuple[list[_Pending], list[Generation]] | None = None
@@ -561,11 +559,10 @@ class Runner:
         items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
         carry: list[_Pending],
         exhausted: bool,
-        size: int,
         timings: Counter[str],
         counts: Counter[str],
     ) -> tuple[list[_Pending], list[dict[str, Any]], bool, list[_Pending]]:
-        """Up to ``size`` requests and ``max_batch_pages`` pages (carried ones first), the rasterize
+        """Up to ``batch_size`` requests and ``max_batch_pages`` pages (carried ones first), the rasterize
         failures met on the way, whether the input is exhausted, and what is carried to the next batch
         (the document that would have overflowed the page budget)."""
         cfg = self.config
@@ -574,7 +571,7 @@ class Runner:
         failures: list[dict[str, Any]] = []
         spill: list[_Pending] = []
         t_wait = time.perf_counter()
-        while len(batch) < size and pages < cfg.run.max_batch_pages and not exhausted and not self._stop.is_set():
+        while len(batch) < cfg.run.batch_size and pages < cfg.run.max_batch_pages and not exhausted and not self._stop.is_set():
             try:
                 doc, out = next(items)
             except StopIteration:

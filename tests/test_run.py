@@ -294,9 +294,9 @@ def test_page_queue_bounds_pages_and_documents_but_never_blocks_an_empty_queue()
         _PageQueue(1, 1).get(timeout=0.01)
 
 
-def test_batches_ramp_up_and_respect_the_page_budget(tmp_path):
-    # 20 documents of 1-3 pages: first batch 2 documents, then 4, 8, 8...; no batch over 7 pages
-    # unless it is a single document; every document exactly once.
+def test_batches_respect_the_page_budget(tmp_path):
+    # 20 documents of 1-3 pages, batch_size 8, max_batch_pages 7: no batch over 7 pages, each batch
+    # as full as the budgets allow, every document exactly once.
     d = tmp_path / "in"
     d.mkdir()
     sizes = [1, 3, 2, 1, 1, 3, 3, 2, 1, 2, 3, 1, 1, 1, 2, 3, 3, 1, 2, 1]
@@ -304,18 +304,18 @@ def test_batches_ramp_up_and_respect_the_page_budget(tmp_path):
         write_pdf(d / f"doc{i:02d}.pdf", pages=n, text=f"doc {i}")
     engine = ScriptedEngine(callback=lambda req: "{}")
     out = tmp_path / "out"
-    cfg = small_config(**{"run.batch_size": 8, "run.first_batch_size": 2, "run.max_batch_pages": 7, "run.max_attempts": 1})
+    cfg = small_config(**{"run.batch_size": 8, "run.max_batch_pages": 7, "run.max_attempts": 1})
     s = run_job([str(d)], out, cfg, engine=engine)
     assert s.inputs == 20 and s.succeeded + s.failed == 20
     docs_per_batch = [len(b) for b in engine.batches]
     pages_per_batch = [sum(len(r.images) for r in b) for b in engine.batches]
-    assert docs_per_batch[:2] == [2, 4], docs_per_batch
-    assert all(n <= 8 for n in docs_per_batch)
     assert all(p <= 7 for p in pages_per_batch), pages_per_batch
-    # each batch is as full as the budgets allow: 8 documents, or the next document would not fit
-    for k in range(len(engine.batches) - 1):
-        if k >= 2:
-            next_pages = len(engine.batches[k + 1][0].images)
-            assert docs_per_batch[k] == 8 or pages_per_batch[k] + next_pages > 7, (k, docs_per_batch, pages_per_batch)
+    for k in range(len(engine.batches) - 1):  # full: 8 documents, or the next one would not have fit
+        next_pages = len(engine.batches[k + 1][0].images)
+        assert docs_per_batch[k] == 8 or pages_per_batch[k] + next_pages > 7, (k, docs_per_batch, pages_per_batch)
     seen = [r.doc_id for b in engine.batches for r in b]
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 20
+    # without the page budget the same documents go in batches of 8
+    engine2 = ScriptedEngine(callback=lambda req: "{}")
+    run_job([str(d)], tmp_path / "out2", small_config(**{"run.batch_size": 8, "run.max_attempts": 1}), engine=engine2)
+    assert [len(b) for b in engine2.batches] == [8, 8, 4]
