@@ -174,6 +174,9 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(help="Attach to this Ray cluster (with --backend ray).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Reprocess documents already done.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Re-run retryable failures.")] = False,
+    rehash: Annotated[
+        bool, typer.Option("--rehash", help="Read and hash every input, even those the identity cache knows.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
@@ -182,7 +185,8 @@ def run(
     cfg = _config(
         config,
         **overrides,
-        **{"rasterize.workers": workers, "rasterize.max_pages": max_pages, "backend": backend, "ray.address": ray_address},
+        **{"rasterize.workers": workers, "rasterize.max_pages": max_pages, "backend": backend, "ray.address": ray_address,
+           "run.rehash": rehash or None},
     )
     _execute(inputs, out, cfg, force, retry_failed)
 

@@ -100,6 +100,11 @@ class RunConfig(_Section):
         "quarter of it may wait rasterized ahead. Bounds memory: ~4 MB per page in this process at the "
         "default page budget, more inside the engine.",
     )
+    rehash: bool = Field(
+        False,
+        description="Read and hash every input even where the identity cache (_state/identities.parquet in "
+        "the output) says its size and mtime are unchanged.",
+    )
     max_failure_rate: float = Field(
         1.0, ge=0, le=1, description="Exit non-zero (code 3) when failed/total exceeds this. 1.0 never trips."
     )

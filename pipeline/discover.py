@@ -8,6 +8,10 @@ its bytes; its type is sniffed from the bytes, never from the extension.
 Files that cannot be read become ``Failure`` records at the ``discover`` stage,
 with a path-derived id so they are still accounted for exactly once.
 
+Files are read and hashed by a few threads (hashing and reads release the GIL; on
+object storage the requests overlap).  With an ``IdentityCache`` a file whose size
+and modification time are what an earlier run recorded is not read again.
+
 An input may also be an object-store URI (``s3://bucket/prefix``, see ``pipeline.fs``):
 an object, or a prefix listed recursively with the same skipping rules as a directory.
 The document's ``path`` is then the object's URI.
@@ -18,8 +22,10 @@ from __future__ import annotations
 import csv
 import glob as globmod
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
 
 MANIFEST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
 _CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
@@ -68,6 +75,8 @@ class Discovered:
     failures: list[tuple[Document, Failure]] = field(default_factory=list)
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # doc_id -> other paths with the same bytes
     warnings: list[str] = field(default_factory=list)
+    hashed: int = 0  # files read and hashed by this discovery
+    cached: int = 0  # files identified from the identity cache without reading them
 
     @property
     def total(self) -> int:
@@ -115,13 +124,17 @@ def _skipped_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(".truth.json") or name == "truth.jsonl"
 
 
-def _list_uri(spec: str) -> list[str]:
-    """An object, or every object under a prefix (recursive, sorted, hidden parts and truth skipped)."""
+def _list_uri(spec: str, stats: dict[str, tuple[int, int]] | None = None) -> list[str]:
+    """An object, or every object under a prefix (recursive, sorted, hidden parts and truth skipped).
+    ``stats`` receives (size, mtime ns) of each listed object, from the listing."""
     if fs.is_file(spec):
         return [spec]
     base = spec.partition("?")[0].rstrip("/") + "/"
     found = []
-    for uri in fs.list_files(spec, recursive=True):
+    listed = fs.list_file_stats(spec)
+    if stats is not None:
+        stats.update((uri, st) for uri, st in listed.items() if st is not None)
+    for uri in sorted(listed):
         rel = uri.partition("?")[0][len(base) :] if uri.startswith(base) else fs.basename(uri)
         if not any(_skipped_name(part) for part in rel.split("/")):
             found.append(uri)
@@ -152,13 +165,16 @@ def _read_manifest(path: Path) -> list[str]:
     return [p if os.path.isabs(p) or fs.is_uri(p) else str(base / p) for p in raw]
 
 
-def expand_inputs(inputs: Iterable[str], warnings: list[str]) -> list[str]:
-    """Every file path named by the inputs, in a stable order, duplicates (same path) removed."""
+def expand_inputs(
+    inputs: Iterable[str], warnings: list[str], stats: dict[str, tuple[int, int]] | None = None
+) -> list[str]:
+    """Every file path named by the inputs, in a stable order, duplicates (same path) removed.
+    ``stats`` receives what object-store listings said about each object (size, mtime ns)."""
     out: list[str] = []
     for spec in inputs:
         spec = str(spec)
         if fs.is_uri(spec):
-            out.extend(_list_uri(spec))
+            out.extend(_list_uri(spec, stats))
         elif any(ch in spec for ch in "*?[") and not os.path.exists(spec):
             matches = sorted(globmod.glob(spec, recursive=True))
             if not matches:
@@ -215,13 +231,116 @@ def identify(path: str) -> tuple[Document, Failure | None]:
     return doc, None
 
 
-def discover(inputs: Iterable[str]) -> Discovered:
-    """Expand inputs and identify every file.  Identical bytes under two paths are one document."""
+class IdentityCache:
+    """What earlier runs learnt about each input file: path -> (size, mtime ns, doc_id, kind).
+
+    A file whose size and modification time are unchanged is taken to hold the same bytes (the
+    check make and rsync rely on), so a nightly re-run over a large folder or bucket lists and
+    stats it instead of reading and hashing every file again; ``--rehash`` ignores the cache.
+    Stored in the output as ``_state/identities.parquet``; it holds the files of the last
+    discovery, so it stays the size of the input.  Only files identified as a supported,
+    non-empty type are kept: anything else is looked at again each run."""
+
+    PARTS = ("_state", "identities.parquet")
+
+    def __init__(self, entries: dict[str, tuple[int, int, str, str]] | None = None):
+        self.entries = entries or {}
+        self.seen: dict[str, tuple[int, int, str, str]] = {}
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike[str]) -> "IdentityCache":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        loc = fs.join(out_dir, *cls.PARTS)
+        try:
+            with fs.open_input_file(loc) as f:
+                cols = pq.read_table(f).to_pydict()
+            entries = {
+                os.fsdecode(p): (int(sz), int(mt), str(d), str(k))
+                for p, sz, mt, d, k in zip(cols["path"], cols["size"], cols["mtime_ns"], cols["doc_id"], cols["kind"], strict=True)
+            }
+        except FileNotFoundError:
+            return cls()
+        except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as e:
+            log.warning("ignoring the identity cache %s (%s): every input will be read", loc, e)
+            return cls()
+        return cls(entries)
+
+    def lookup(self, path: str, st: tuple[int, int] | None) -> Document | None:
+        e = self.entries.get(path)
+        if st is None or e is None or (e[0], e[1]) != st:
+            return None
+        try:
+            return Document(e[2], path, DocKind(e[3]), e[0])
+        except ValueError:
+            return None
+
+    def remember(self, doc: Document, st: tuple[int, int] | None) -> None:
+        if st is not None and st[0] == doc.size > 0 and doc.kind is not DocKind.UNKNOWN and not doc.doc_id.startswith("path:"):
+            self.seen[doc.path] = (st[0], st[1], doc.doc_id, doc.kind.value)
+
+    def save(self, out_dir: str | os.PathLike[str]) -> None:
+        import pyarrow as pa
+
+        from pipeline.store import parquet_bytes
+
+        rows = list(self.seen.items())
+        table = pa.table(
+            {
+                "path": pa.array([os.fsencode(p) for p, _ in rows], pa.binary()),  # names need not be UTF-8
+                "size": pa.array([e[0] for _, e in rows], pa.int64()),
+                "mtime_ns": pa.array([e[1] for _, e in rows], pa.int64()),
+                "doc_id": pa.array([e[2] for _, e in rows], pa.string()),
+                "kind": pa.array([e[3] for _, e in rows], pa.string()),
+            }
+        )
+        fs.write_bytes_atomic(fs.join(out_dir, *self.PARTS), parquet_bytes(table))
+
+
+def _threads_for(paths: list[str]) -> int:
+    """Object storage: 16 requests in flight.  Local: 4 (bench/discover.py, 6,800 files on 2 cores:
+    1.56x faster than 1 thread when the files are not in the page cache, 0.86x when they are)."""
+    if any(fs.is_uri(p) for p in paths[:1000]):
+        return 16
+    return 4
+
+
+def discover(
+    inputs: Iterable[str], cache: IdentityCache | None = None, threads: int | None = None
+) -> Discovered:
+    """Expand inputs and identify every file.  Identical bytes under two paths are one document.
+
+    With ``cache``, unchanged files (same size and mtime as recorded) are not read; what this
+    discovery identified is recorded in ``cache.seen`` (the caller saves it)."""
     result = Discovered()
-    paths = expand_inputs(inputs, result.warnings)
-    by_id: dict[str, str] = {}
-    for path in paths:
+    stats: dict[str, tuple[int, int]] = {}
+    paths = expand_inputs(inputs, result.warnings, stats)
+
+    def one(path: str) -> tuple[Document, Failure | None, tuple[int, int] | None, bool]:
+        st = None
+        if cache is not None:
+            st = stats.get(path) or fs.stat(path)  # before reading: a file changed meanwhile is re-read next time
+            doc = cache.lookup(path, st)
+            if doc is not None:
+                return doc, None, st, True
         doc, failure = identify(path)
+        return doc, failure, st, False
+
+    n = threads or _threads_for(paths)
+    if n > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="docextract-discover") as ex:
+            identified = list(ex.map(one, paths))  # in input order
+    else:
+        identified = [one(p) for p in paths]
+    by_id: dict[str, str] = {}
+    for doc, failure, st, from_cache in identified:
+        if from_cache:
+            result.cached += 1
+        else:
+            result.hashed += 1
+        if cache is not None and failure is None:
+            cache.remember(doc, st)
         if doc.doc_id in by_id:
             result.duplicates.setdefault(doc.doc_id, []).append(doc.display_path)
             continue

@@ -148,6 +148,33 @@ def is_file(location: Location) -> bool:
     return os.path.isfile(location)
 
 
+def stat(location: Location) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file or object; None when it cannot be had."""
+    try:
+        if is_uri(location):
+            fs, path = filesystem_for(str(location))
+            info = fs.get_file_info(path)
+            if info.type != pafs.FileType.File or info.mtime_ns is None or info.size is None:
+                return None
+            return info.size, info.mtime_ns
+        st = os.stat(location)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+def list_file_stats(prefix: str) -> dict[str, tuple[int, int] | None]:
+    """URI -> (size, mtime ns) for every object under a URI prefix, from the listing itself (no request
+    per object); None where the listing does not say."""
+    fs, path = filesystem_for(prefix)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return {
+        _uri_of(prefix, fs, i.path): (i.size, i.mtime_ns) if i.size is not None and i.mtime_ns is not None else None
+        for i in infos
+        if i.type == pafs.FileType.File
+    }
+
+
 def list_files(prefix: Location, recursive: bool = True, pattern: str | None = None) -> list[Any]:
     """Files under a directory or prefix, sorted, as locations of the same kind as ``prefix``
     (URIs for a URI, ``Path`` objects for a local directory).  Nothing when it does not exist.

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from pipeline import __version__, fs
 from pipeline.config import JobConfig, stable_hash
-from pipeline.discover import Discovered, discover
+from pipeline.discover import Discovered, IdentityCache, discover
 from pipeline.engines.base import Engine, load_engine
 from pipeline.engines.resilient import EngineUnavailable, ResilientEngine
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for, reask_request
@@ -276,11 +276,15 @@ class Runner:
         timings: Counter[str] = Counter()
 
         t0 = time.perf_counter()
+        identities: IdentityCache | None = None
         if found is None:
+            identities = IdentityCache() if cfg.run.rehash else IdentityCache.load(self.out_dir)
             try:
-                found = discover(inputs)
+                found = discover(inputs, cache=identities)
             except (ValueError, OSError) as e:
                 raise CouldNotStart(str(e)) from e
+            log.info("identified %d file(s): %d read and hashed, %d unchanged since the last run (identity cache)",
+                     found.hashed + found.cached, found.hashed, found.cached)
         timings["discover"] += time.perf_counter() - t0
         summary.warnings.extend(found.warnings)
         summary.inputs = found.total
@@ -288,6 +292,11 @@ class Runner:
             raise CouldNotStart(f"no input documents found in {', '.join(map(str, inputs))}")
 
         self._lock_output()
+        if identities is not None:
+            try:
+                identities.save(self.out_dir)
+            except OSError as e:  # only a cache: the next run reads every file again
+                log.warning("could not save the identity cache: %s", e)
         clean_tmp(self.out_dir)
         reconciled = reconcile(self.out_dir)  # a crash may have left a superseded row behind
         if reconciled:
@@ -696,6 +705,7 @@ class Runner:
             "config": self.config.model_dump(mode="json", by_alias=True),
             "versions": versions,
             "duplicates": found.duplicates,
+            "discovery": {"files_hashed": found.hashed, "files_from_identity_cache": found.cached},
             "started_at": now_utc().isoformat(),
         }
 
@@ -785,7 +795,7 @@ def status(out_dir: str | Path, inputs: list[str] | None = None, config: JobConf
     pending = None
     if inputs:
         try:
-            found = discover(inputs)
+            found = discover(inputs, cache=IdentityCache.load(out_dir))  # read-only here: not saved
             ids = [d.doc_id for d in found.documents] + [d.doc_id for d, _ in found.failures]
             pending = sum(1 for i in ids if i not in done and i not in failed)
         except (ValueError, OSError):

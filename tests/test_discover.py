@@ -100,3 +100,84 @@ def test_non_utf8_file_name(tmp_path):
     [doc] = discover([str(tmp_path)]).documents
     assert "\ufffd" in doc.display_path
     assert os.path.exists(doc.path)  # the OS path still opens the file
+
+
+# ----------------------------------------------------------------------------- identity cache
+
+
+def _ids(found):
+    return {os.path.basename(d.path): (d.doc_id, d.kind) for d in found.documents}
+
+
+def test_identity_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path):
+    from pipeline.discover import IdentityCache
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(5):
+        write_pdf(d / f"doc{i}.pdf", text=f"doc {i}")
+    write_image(d / "photo.png")
+    (d / "notes.txt").write_text("not a document")  # unsupported: never cached, looked at every time
+    out = tmp_path / "out"
+
+    cache = IdentityCache.load(out)  # nothing there yet
+    first = discover([str(d)], cache=cache)
+    assert (first.hashed, first.cached) == (7, 0)
+    cache.save(out)
+    assert (out / "_state" / "identities.parquet").is_file()
+
+    cache = IdentityCache.load(out)
+    second = discover([str(d)], cache=cache)
+    assert (second.hashed, second.cached) == (1, 6)  # only notes.txt read again
+    assert _ids(second) == _ids(first)
+    assert [f.error_type for _, f in second.failures] == [ErrorType.UNSUPPORTED_TYPE]
+    cache.save(out)
+
+    # changed content, same size: caught by the mtime
+    p = d / "doc1.pdf"
+    data = p.read_bytes()
+    p.write_bytes(data.replace(b"Written by", b"Writ7en by"))
+    assert p.read_bytes() != data
+    assert p.stat().st_size == len(data)
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    # grown file: caught by the size
+    with open(d / "doc2.pdf", "ab") as f:
+        f.write(b"\n%trailer\n")
+    cache = IdentityCache.load(out)
+    third = discover([str(d)], cache=cache)
+    assert (third.hashed, third.cached) == (3, 4)
+    ids = _ids(third)
+    assert ids["doc1.pdf"][0] == hashlib.sha256(p.read_bytes()).hexdigest() != _ids(first)["doc1.pdf"][0]
+    assert ids["doc2.pdf"][0] == hashlib.sha256((d / "doc2.pdf").read_bytes()).hexdigest()
+    assert ids["doc3.pdf"] == _ids(first)["doc3.pdf"]
+
+
+def test_identity_cache_that_cannot_be_read_means_every_file_is_read(tmp_path, caplog):
+    from pipeline.discover import IdentityCache
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf")
+    out = tmp_path / "out"
+    (out / "_state").mkdir(parents=True)
+    (out / "_state" / "identities.parquet").write_bytes(b"PAR1 this is not parquet")
+    cache = IdentityCache.load(out)
+    assert "ignoring the identity cache" in caplog.text
+    found = discover([str(d)], cache=cache)
+    assert (found.hashed, found.cached, len(found.documents)) == (1, 0, 1)
+
+
+def test_identity_cache_keeps_non_utf8_names(tmp_path):
+    from pipeline.discover import IdentityCache
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "x.pdf")
+    os.rename(d / "x.pdf", os.path.join(os.fsencode(d), b"caf\xe9.pdf"))  # Latin-1 byte: not UTF-8
+    cache = IdentityCache()
+    first = discover([str(d)], cache=cache)
+    cache.save(tmp_path / "out")
+    again = discover([str(d)], cache=IdentityCache.load(tmp_path / "out"))
+    assert (again.hashed, again.cached) == (0, 1)
+    assert again.documents[0].path == first.documents[0].path

@@ -101,6 +101,9 @@ def test_resume_and_force_on_s3(s3_server, tmp_path):
     assert (second.inputs, second.skipped, second.processed) == (5, 3, 2)
     third = run_job([f"{base}/in"], out, cfg)
     assert (third.skipped, third.processed) == (5, 0)
+    # nothing was uploaded since the second run: every object identified from the listing, none read
+    manifest = json.loads(s3_server.fs.open_input_stream(out.removeprefix("s3://") + "/run.json").read())
+    assert manifest["discovery"] == {"files_hashed": 0, "files_from_identity_cache": 5}
     st = status(out)  # reads run.json and the parts from the bucket
     assert (st.done, st.pending, st.failed_by_type) == (5, 0, {})
     forced = run_job([f"{base}/in"], out, cfg, force=True)

@@ -319,3 +319,24 @@ def test_batches_respect_the_page_budget(tmp_path):
     engine2 = ScriptedEngine(callback=lambda req: "{}")
     run_job([str(d)], tmp_path / "out2", small_config(**{"run.batch_size": 8, "run.max_attempts": 1}), engine=engine2)
     assert [len(b) for b in engine2.batches] == [8, 8, 4]
+
+
+def test_rerun_identifies_unchanged_inputs_from_the_identity_cache(corpus, tmp_path):
+    out = tmp_path / "out"
+    engine = ScriptedEngine(truth_answers(corpus["dir"]))
+    n_files = len(corpus["good"]) + len(corpus["bad"])
+
+    def discovery():
+        return json.loads((out / "run.json").read_text())["discovery"]
+
+    first = run_job([str(corpus["dir"])], out, small_config(), engine=engine)
+    assert discovery()["files_hashed"] == n_files and discovery()["files_from_identity_cache"] == 0
+    second = run_job([str(corpus["dir"])], out, small_config(), engine=engine)
+    # the four bad inputs are looked at again (empty/unsupported are never cached; corrupt/encrypted PDFs
+    # are identified fine and cached: they fail later, at rasterize, and are skipped as done)
+    cached = discovery()["files_from_identity_cache"]
+    assert cached == n_files - 2 and discovery()["files_hashed"] == 2
+    assert (second.skipped, second.processed) == (first.processed, 0)
+    rehashed = run_job([str(corpus["dir"])], out, small_config(**{"run.rehash": True}), engine=engine)
+    assert discovery() == {"files_hashed": n_files, "files_from_identity_cache": 0}
+    assert rehashed.skipped == first.processed
