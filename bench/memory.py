@@ -3,10 +3,12 @@
 docextract dedupes identical bytes (sha256), so the big run needs distinct files: a small synth corpus
 (distinct from the other benches') is copied N times with a unique trailer appended after the end of
 each file (after %%EOF for PDFs, after EOI/IEND for JPEG/PNG; the decoders ignore it).  Small page
-budget (max_pixels = 28*28*64) to keep it fast.  Each measurement runs in a fresh child process;
-RSS of that process plus all its descendants (rasterizing workers, forkserver) is sampled every 50 ms.
+budget (max_pixels = 28*28*64) to keep it fast; ``--max-pixels 1003520`` is the default page budget
+(~4 MB per page in memory), where the bound on pages held (two batches plus a quarter-batch queue,
+``run.max_batch_pages``) is what shows.  Each measurement runs in a fresh child process; RSS of that
+process plus all its descendants (rasterizing workers, forkserver) is sampled every 50 ms.
 
-    .venv/bin/python bench/memory.py [--quick]
+    .venv/bin/python bench/memory.py [--quick] [--max-pixels N]
 """
 
 from __future__ import annotations
@@ -45,14 +47,14 @@ def copies_for(pages: int) -> tuple[Path, int, int]:
     return manifest, len(paths), n * per_copy
 
 
-def child(pages: int) -> None:
+def child(pages: int, max_pixels: int) -> None:
     from pipeline.runner import run_job
 
     manifest, files, total_pages = copies_for(pages)
     base = corpus(BASE_DOCS, seed=7, name="memory")
     out = CACHE / "memory" / f"out-{pages}"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = job_config(schema="invoice", **{"rasterize.max_pixels": MAX_PIXELS, "rasterize.workers": 2})
+    cfg = job_config(schema="invoice", **{"rasterize.max_pixels": max_pixels, "rasterize.workers": 2})
     engine = InstantEngine(base)  # copies have other doc_ids: every answer is the same valid invoice
     t0 = time.perf_counter()
     with RssSampler() as rss:
@@ -66,19 +68,22 @@ def child(pages: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="page budget (default: small, fast)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.max_pixels)
         return
     small, big = (1000, 3000) if args.quick else (1000, 10000)  # both past the first 256-doc batch
     for p in (small, big):  # prepare files outside the measured runs
         copies_for(p)
     print(machine_line())
-    print(f"instant engine, rasterize.workers=2, max_pixels={MAX_PIXELS:,}, batch_size=256; fresh process per run")
+    print(f"instant engine, rasterize.workers=2, max_pixels={args.max_pixels:,}, batch_size=256, max_batch_pages=512; "
+          "fresh process per run")
     res = {}
     for p in (small, big):
-        r = subprocess.run([sys.executable, __file__, "--child", str(p)], capture_output=True, text=True, check=False)
+        cmd = [sys.executable, __file__, "--child", str(p), "--max-pixels", str(args.max_pixels)]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if r.returncode:
             raise SystemExit(f"child {p} failed:\n{r.stderr[-3000:]}")
         res[p] = json.loads(r.stdout.strip().splitlines()[-1])
