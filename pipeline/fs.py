@@ -220,6 +220,17 @@ def write_bytes_atomic(location: Location, data: bytes, tmp_dir: Path | None = N
     fsync_dir(path.parent)
 
 
+def move(src: Location, dst: Location) -> None:
+    """Rename a file (local) or move an object (same store: copy, then delete the source)."""
+    if is_uri(src):
+        fs, path = filesystem_for(str(src))
+        fs.move(path, filesystem_for(str(dst))[1])
+        return
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+    fsync_dir(Path(src).parent)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (best effort: some filesystems refuse directory fsync)."""
     try:

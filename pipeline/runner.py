@@ -298,9 +298,17 @@ class Runner:
             except OSError as e:  # only a cache: the next run reads every file again
                 log.warning("could not save the identity cache: %s", e)
         clean_tmp(self.out_dir)
-        reconciled = reconcile(self.out_dir)  # a crash may have left a superseded row behind
+        quarantined: list[str] = []
+        try:
+            reconciled = reconcile(self.out_dir, quarantined)  # a crash may have left a superseded row behind
+        except OSError as e:
+            raise CouldNotStart(f"cannot read the existing output in {self.out_dir}: {e}") from e
         if reconciled:
             summary.warnings.append(f"removed {reconciled} superseded row(s) left by an earlier run")
+        for q in quarantined:
+            summary.warnings.append(
+                f"{q} is not a readable Parquet part: moved to _quarantine/; its documents are processed again"
+            )
         done, failed_before = (set(), {}) if force else finished_docs(self.out_dir, self.run_key)
 
         def already(doc_id: str) -> bool:

@@ -20,6 +20,7 @@ import decimal
 import enum
 import functools
 import json
+import logging
 import types
 import typing
 import uuid
@@ -34,6 +35,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from pipeline import fs
+
+log = logging.getLogger(__name__)
 
 RESERVED = {
     "doc_id",
@@ -422,9 +425,15 @@ def clean_tmp(out_dir: Path | str) -> int:
     return n
 
 
-def reconcile(out_dir: Path | str) -> int:
+def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
     """Keep exactly one row per ``doc_id`` across results and failures: the newest, except that a
     retryable failure never replaces a result.
+
+    A part that is not readable Parquet with our columns (damaged on disk, or a stranger's file
+    named like a part) is moved to ``_quarantine/<table>/``, so the tables stay queryable and its
+    documents count as not done; its location is appended to ``quarantined``.  A part that cannot
+    be read at all (``OSError``: permissions, the store not answering) raises: going on without
+    it would process its documents a second time.
 
     Parts are named ``part-<run_id>-<seq>`` with ``run_id`` starting with a UTC
     timestamp, so the lexically greatest part holding a ``doc_id`` is its newest
@@ -455,7 +464,12 @@ def reconcile(out_dir: Path | str) -> int:
         cols = ["doc_id", "source_path"] + (["error_type"] if key[1] == "failures" else [])
         try:
             t = _read_parquet(f, columns=cols)
-        except (pa.ArrowInvalid, OSError, KeyError):
+        except (pa.ArrowInvalid, KeyError) as e:
+            dest = fs.join(out_dir, "_quarantine", key[1], key[0])
+            log.warning("%s is not a readable part (%s): moved to %s", f, e, dest)
+            fs.move(f, dest)
+            if quarantined is not None:
+                quarantined.append(str(f))
             continue
         ids = t.column("doc_id").to_pylist()
         paths = t.column("source_path").to_pylist()

@@ -16,7 +16,7 @@ from pipeline.discover import discover
 from pipeline.engines.resilient import EngineDead, EngineUnavailable, ResilientEngine
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import ErrorType
-from pipeline.runner import EXIT_ENGINE_DIED, EXIT_INTERRUPTED, run_job, status
+from pipeline.runner import EXIT_ENGINE_DIED, EXIT_INTERRUPTED, CouldNotStart, run_job, status
 from pipeline.workers import rasterize_stream
 from tests.conftest import REPO, invoice_truth, small_config, write_image, write_pdf
 from tests.scripted_engine import ScriptedEngine
@@ -290,3 +290,52 @@ def test_second_writer_on_the_same_output_cannot_start(tmp_path):
         first.close()
     s = run_job([str(tmp_path / "in")], tmp_path / "out", small_config(), engine=ScriptedEngine(callback=lambda r: invoice_truth()))
     assert s.succeeded == 1
+
+
+def test_damaged_part_is_quarantined_and_its_documents_redone(tmp_path):
+    # A results part damaged on disk (bit rot, a bad copy): the next run moves it aside, so
+    # `SELECT ... FROM results/*.parquet` works again, and processes its documents again.
+    make_docs(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    cfg = small_config(**{"run.batch_size": 3})
+    engine = ScriptedEngine(callback=lambda r: invoice_truth(), record=False)
+    first = run_job([str(tmp_path / "in")], out, cfg, engine=engine)
+    assert first.succeeded == 6
+    parts = sorted((out / "results").glob("part-*.parquet"))
+    assert len(parts) == 2
+    lost = {r[0] for r in q(f"SELECT doc_id FROM '{parts[0]}'")}
+    parts[0].write_bytes(parts[0].read_bytes()[: len(parts[0].read_bytes()) // 2])  # truncated
+    with pytest.raises(duckdb.Error):
+        q(f"SELECT count(*) FROM '{out}/results/*.parquet'")
+    again = run_job([str(tmp_path / "in")], out, cfg, engine=engine)
+    assert (again.skipped, again.processed, again.succeeded) == (6 - len(lost), len(lost), len(lost))
+    assert any("_quarantine" in w and parts[0].name in w for w in again.warnings)
+    assert (out / "_quarantine" / "results" / parts[0].name).is_file()
+    rows = all_rows(out)
+    assert sorted(d for d, _ in rows) == sorted({d for d, _ in rows}) and len(rows) == 6  # exactly once
+
+
+def test_output_part_that_cannot_be_read_stops_the_run_before_writing(tmp_path, monkeypatch):
+    # An I/O error reading our own output (permissions, a store that does not answer) must not be
+    # taken as "no such rows": that would process those documents a second time.
+    from pipeline import store
+
+    make_docs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cfg = small_config()
+    engine = ScriptedEngine(callback=lambda r: invoice_truth(), record=False)
+    run_job([str(tmp_path / "in")], out, cfg, engine=engine)
+    before = sorted(p.name for p in (out / "results").iterdir())
+    real = store._read_parquet
+
+    def failing(location, columns=None):
+        if "results" in str(location):
+            raise PermissionError(13, "Permission denied", str(location))
+        return real(location, columns)
+
+    monkeypatch.setattr(store, "_read_parquet", failing)
+    with pytest.raises(CouldNotStart, match="cannot read the existing output"):
+        run_job([str(tmp_path / "in")], out, cfg, engine=engine, force=True)
+    monkeypatch.setattr(store, "_read_parquet", real)
+    assert sorted(p.name for p in (out / "results").iterdir()) == before  # nothing written, nothing moved
+    assert not (out / "_quarantine").exists()

@@ -112,6 +112,16 @@ def test_resume_and_force_on_s3(s3_server, tmp_path):
     assert len(ids) == 5 == len(set(ids))  # reconcile on the bucket: the newest row of each document
     run_ids = set(read(s3_server, out, "results").column("run_id").to_pylist())
     assert run_ids == {forced.run_id}
+    # a damaged object named like a part is moved aside on the bucket, not read as "nothing done"
+    junk = out.removeprefix("s3://") + "/results/part-00000000T000000000000Z-junk-0.parquet"
+    with s3_server.fs.open_output_stream(junk) as f:
+        f.write(b"PAR1 not really parquet PAR1")
+    after = run_job([f"{base}/in"], out, cfg)
+    assert (after.skipped, after.processed) == (5, 0)
+    assert any("_quarantine" in w for w in after.warnings)
+    moved = out.removeprefix("s3://") + "/_quarantine/results/part-00000000T000000000000Z-junk-0.parquet"
+    assert s3_server.fs.get_file_info(moved).size == len(b"PAR1 not really parquet PAR1")
+    assert len(doc_ids(s3_server, out)) == 5
 
 
 @pytest.fixture(scope="module")
