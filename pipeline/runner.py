@@ -836,10 +836,11 @@ def run_job(
             installed[sig] = signal.signal(sig, handler)
     try:
         if stage_dir is not None:
-            from pipeline.stage import StageError, read_stage, stage_items
+            from pipeline.stage import StageError, check_settings, read_stage, stage_items
 
             try:
                 found, rows = read_stage(Path(stage_dir))
+                check_settings(Path(stage_dir), runner.raster)
             except (StageError, OSError) as e:
                 raise CouldNotStart(str(e)) from e
             return runner.run(

@@ -15,6 +15,7 @@ stage writer slower than rasterizing itself; JPEG q95 is lossy.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -67,6 +68,36 @@ _CODEC = pa.Codec("zstd", compression_level=1)
 
 class StageError(ValueError):
     pass
+
+
+SETTINGS_KEY = "docextract.rasterize"
+PIXEL_SETTINGS = ("dpi", "min_pixels", "max_pixels", "max_pages", "direct_scans")  # what changes the pages
+
+
+def pixel_settings(settings: RasterSettings) -> dict[str, Any]:
+    return {k: getattr(settings, k) for k in PIXEL_SETTINGS}
+
+
+def stage_settings(stage_dir: Path) -> dict[str, Any] | None:
+    """The rasterize settings a stage was made with (None for a stage written before they were kept)."""
+    meta = pq.read_schema(Path(stage_dir) / "documents.parquet").metadata or {}
+    raw = meta.get(SETTINGS_KEY.encode())
+    return json.loads(raw) if raw else None
+
+
+def check_settings(stage_dir: Path, settings: RasterSettings) -> None:
+    """Raise ``StageError`` when the stage's pages were made with other pixel settings than ``settings``
+    (results would carry a run key that does not describe their pixels)."""
+    made = stage_settings(stage_dir)
+    if made is None:
+        return
+    want = pixel_settings(settings)
+    diff = [f"{k}: stage {made.get(k)!r}, config {want[k]!r}" for k in PIXEL_SETTINGS if made.get(k) != want[k]]
+    if diff:
+        raise StageError(
+            f"{stage_dir} was rasterized with other settings ({'; '.join(diff)}): extract with the "
+            "[rasterize] settings it was made with, or rasterize again"
+        )
 
 
 @dataclass
@@ -167,8 +198,11 @@ def write_stage(
         if len(page_rows) >= part_pages:
             flush()
     flush()
-    # documents.parquet last: its presence marks a complete stage.
-    table = pa.Table.from_pylist(doc_rows, schema=DOCS_SCHEMA)
+    # documents.parquet last: its presence marks a complete stage.  It records the settings the
+    # pages were made with: ``extract`` refuses a config whose pixels would differ (the run key says so).
+    table = pa.Table.from_pylist(doc_rows, schema=DOCS_SCHEMA).replace_schema_metadata(
+        {SETTINGS_KEY: json.dumps(pixel_settings(settings), sort_keys=True)}
+    )
     write_bytes_atomic(stage_dir / "documents.parquet", parquet_bytes(table, "zstd"))
     report.seconds = time.perf_counter() - t0
     return report

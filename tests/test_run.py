@@ -201,6 +201,14 @@ def test_cli_run_inspect_and_stage_split(corpus, tmp_path):
     assert sorted(q(f"SELECT doc_id, error_type FROM '{out}/failures/*.parquet'")) == sorted(
         q(f"SELECT doc_id, error_type FROM '{out2}/failures/*.parquet'")
     )
+    # extracting with other pixel settings than the stage was made with: refused, nothing written
+    other = tmp_path / "other.toml"
+    other.write_text("[rasterize]\ndpi = 72\nmax_pixels = 200704\nworkers = 1\n")
+    out3 = tmp_path / "out3"
+    r = _cli("extract", str(stage), "--out", str(out3), "-c", str(other), "--engine", "tests.scripted_engine:from_truth", env_extra=env)
+    assert r.returncode == EXIT_COULD_NOT_START, r.stderr
+    assert "max_pixels: stage 50176, config 200704" in r.stderr
+    assert not (out3 / "results").exists()
 
 
 def test_cli_errors_are_clear(tmp_path):
