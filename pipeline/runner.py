@@ -522,20 +522,40 @@ class Runner:
         """Pipelined: batch k is submitted to the engine (its own thread) as soon as batch k-1's answers
         are back; batch k-1 is then validated and committed while the engine works on k, and batch k+1
         is assembled from pages the rasterizing processes made meanwhile.  Re-asks join the next batch
-        that is assembled."""
+        that is assembled.  An engine that can (``prefetch``) is handed batch k+1 as soon as it is
+        assembled, so it is never without work between two batches nor during a batch's tail."""
+        self.progress.stage = "extracting"
+        prefetch = getattr(engine, "prefetch", None)
+        try:
+            self._pipeline(items, engine, commit, timings, counts, prefetch)
+        finally:
+            abort = getattr(engine, "abort_pending", None)  # a stop may leave a prefetched batch behind
+            if callable(abort):
+                abort()
+
+    def _pipeline(
+        self,
+        items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
+        engine: Engine,
+        commit: Callable[[list[dict[str, Any]] | pa.Table, list[dict[str, Any]]], None],
+        timings: Counter[str],
+        counts: Counter[str],
+        prefetch: Callable[[list[Request]], None] | None,
+    ) -> None:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         cfg = self.config
         carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
         exhausted = False
         in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
-        self.progress.stage = "extracting"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
             while True:
                 batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, timings, counts)
                 if raster_failures:
                     commit([], raster_failures)
                 finished: tuple[list[_Pending], list[Generation]] | None = None
+                if in_flight is not None and batch and not self._stop.is_set() and prefetch is not None:
+                    prefetch([p.request for p in batch])  # the engine starts on it as soon as it has room
                 if in_flight is not None:
                     prev, fut, _ = in_flight
                     in_flight = None

