@@ -233,7 +233,15 @@ def arrow_converter(t: pa.DataType) -> Convert | None:
         if all(c is None for _, c in subs):
             names = [n for n, _ in subs]
             return lambda v: {n: v.get(n) for n in names}  # only the declared fields
-        return lambda v: {n: (x if c is None or (x := v.get(n)) is None else c(x)) for n, c in subs}
+
+        def struct(v: dict[str, Any]) -> dict[str, Any]:
+            out = {}
+            for n, c in subs:
+                x = v.get(n)
+                out[n] = x if c is None or x is None else c(x)
+            return out
+
+        return struct
     if pa.types.is_list(t):
         item = arrow_converter(t.value_type)
         if item is None:

@@ -162,3 +162,43 @@ def test_user_schema_resolves_and_unknown_is_clear():
         resolve("nope")
     with pytest.raises(ValueError, match="cannot import"):
         resolve("no_such_module:X")
+
+
+def test_nested_structs_mixing_converted_and_plain_fields_keep_every_value(tmp_path):
+    # A struct whose fields need conversion (str, Decimal, enum, time) next to fields that do not
+    # (int, float, bool, date), in both orders, inside lists too: every value lands in its own column.
+    import enum
+    from decimal import Decimal
+
+    class Kind(str, enum.Enum):
+        A = "a"
+
+    class Line(BaseModel):
+        qty: int
+        desc: str
+        amount: Decimal = Field(max_digits=18, decimal_places=2)
+        count: int
+        ok: bool
+        when: dt.date
+        kind: Kind
+        at: dt.time | None = None
+
+    class Doc(BaseModel):
+        first: Line
+        lines: list[Line]
+        ratio: float
+
+    line = {"qty": 3, "desc": "bolts", "amount": "7.5", "count": 4, "ok": True, "when": "2024-03-05", "kind": "a", "at": "10:30:00"}
+    other = dict(line, qty=9, desc="nuts", amount="0.25", count=11, ok=False, at=None)
+    doc = Doc.model_validate({"first": line, "lines": [line, other], "ratio": 0.5})
+    schema = results_schema(Doc)
+    row = model_row(doc, schema)
+    row.update(doc_id="d1", run_key="k", extracted_at=dt.datetime.now(dt.timezone.utc), warnings=[])
+    PartWriter(tmp_path, "run1", schema).commit([row], [])
+    got = duckdb.sql(
+        f"SELECT first.qty, first.desc, first.amount, first.count, first.ok, first.when, first.kind, first.at, "
+        f"lines[2].qty, lines[2].desc, lines[2].amount, lines[2].count, lines[2].ok, lines[2].at, ratio "
+        f"FROM '{tmp_path}/results/*.parquet'"
+    ).fetchall()
+    assert got == [(3, "bolts", Decimal("7.50"), 4, True, dt.date(2024, 3, 5), "a", "10:30:00",
+                    9, "nuts", Decimal("0.25"), 11, False, None, 0.5)]
