@@ -50,7 +50,7 @@ def rasterize_one(doc: Document, settings: RasterSettings) -> Outcome:
 RasterFunc = Callable[[Document, RasterSettings], Outcome]
 
 
-_BLOCK_BYTES = 32 << 20  # a page block's resting size (sparse until written); grown for big documents
+BLOCK_BYTES = 32 << 20  # a page block's resting size (sparse until written); grown for big documents
 _ALIGN = 64
 
 
@@ -70,20 +70,24 @@ class PageBlock:
     """One worker's shared pixel block (``memfd``): the worker writes a document's RGB pages in,
     the parent copies them out before it sends the next document."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, resting: int = BLOCK_BYTES):
         self.fd = fd
+        self.resting = resting
         self.mm: mmap.mmap | None = None
 
     @staticmethod
-    def create() -> "PageBlock | None":
+    def create(resting: int = BLOCK_BYTES) -> "PageBlock | None":
         if not hasattr(os, "memfd_create"):
             return None
+        fd = -1
         try:
             fd = os.memfd_create("docextract-pages", os.MFD_CLOEXEC)
-            os.ftruncate(fd, _BLOCK_BYTES)
+            os.ftruncate(fd, resting)
         except OSError:
+            if fd >= 0:
+                os.close(fd)
             return None
-        return PageBlock(fd)
+        return PageBlock(fd, resting)
 
     def _map(self, need: int) -> mmap.mmap:
         if self.mm is None or len(self.mm) < need:
@@ -101,7 +105,7 @@ class PageBlock:
         if not pages:
             return
         have = os.fstat(self.fd).st_size
-        want = max(_BLOCK_BYTES, need)
+        want = max(self.resting, need)
         if have < need or have > want:  # grow for a big document; give the memory back after one
             if self.mm is not None:
                 self.mm.close()
@@ -140,16 +144,16 @@ class PageBlock:
 
 
 def _worker_main(
-    conn: Connection, settings: RasterSettings, memory_limit: int | None, func: RasterFunc, shared: bool
+    conn: Connection, settings: RasterSettings, memory_limit: int | None, func: RasterFunc, block_bytes: int | None
 ) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it finishes the batch
     blocks: list[PageBlock] = []
-    if shared:
+    if block_bytes:
         from multiprocessing.reduction import recv_handle
 
-        blocks = [PageBlock(recv_handle(conn)) for _ in range(DEPTH)]
+        blocks = [PageBlock(recv_handle(conn), block_bytes) for _ in range(DEPTH)]
     if memory_limit:
         try:
             import resource
@@ -194,29 +198,38 @@ class _Worker:
     per in-flight slot: the worker fills slot k+1 while the parent copies slot k out."""
 
     def __init__(
-        self, ctx: mp.context.BaseContext, settings: RasterSettings, memory_limit: int | None, func: RasterFunc
+        self,
+        ctx: mp.context.BaseContext,
+        settings: RasterSettings,
+        memory_limit: int | None,
+        func: RasterFunc,
+        block_bytes: int = BLOCK_BYTES,
     ):
         parent, child = ctx.Pipe(duplex=True)
         self.conn = parent
-        blocks = [PageBlock.create() for _ in range(DEPTH)]
+        blocks = [PageBlock.create(block_bytes) for _ in range(DEPTH)]
         self.blocks: list[PageBlock] | None = blocks if all(b is not None for b in blocks) else None  # type: ignore[assignment]
         if self.blocks is None:
             for b in blocks:
                 if b is not None:
                     b.close()
-        self.proc = ctx.Process(
-            target=_worker_main, args=(child, settings, memory_limit, func, self.blocks is not None), daemon=True
-        )
-        self.proc.start()
-        child.close()
-        if self.blocks is not None:
-            from multiprocessing.reduction import send_handle
-
-            for b in self.blocks:
-                send_handle(parent, b.fd, self.proc.pid)
         self.queue: deque[tuple[Document, int]] = deque()  # in flight, oldest (the one being made) first
         self.next_slot = 0
         self.started = 0.0  # when the oldest in-flight document started
+        shared = block_bytes if self.blocks is not None else None
+        self.proc = ctx.Process(target=_worker_main, args=(child, settings, memory_limit, func, shared), daemon=True)
+        try:
+            self.proc.start()
+            child.close()
+            if self.blocks is not None:
+                from multiprocessing.reduction import send_handle
+
+                for b in self.blocks:
+                    send_handle(parent, b.fd, self.proc.pid)
+        except BaseException:
+            child.close()
+            self.stop(kill=True)  # no half-started worker, no leaked blocks
+            raise
 
     @property
     def head(self) -> Document | None:
@@ -238,17 +251,18 @@ class _Worker:
         return doc
 
     def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.proc.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        self.proc.join(timeout=5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+        if self.proc.pid is not None:  # started
+            if kill:
+                self.proc.kill()
+            else:
+                try:
+                    self.conn.send(None)
+                except (OSError, BrokenPipeError):
+                    pass
+            self.proc.join(timeout=5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
         self.conn.close()
         for b in self.blocks or []:
             b.close()
@@ -266,8 +280,10 @@ class RasterPool:
         memory_limit_bytes: int | None = None,
         start_method: str = "forkserver",
         func: RasterFunc = rasterize_one,
+        block_bytes: int = BLOCK_BYTES,
     ):
         self.func = func
+        self.block_bytes = block_bytes
         self.settings = settings
         self.n = max(1, workers)
         self.timeout_s = timeout_s
@@ -278,8 +294,16 @@ class RasterPool:
         self.restarts = 0
 
     def __enter__(self) -> "RasterPool":
-        self.workers = [_Worker(self.ctx, self.settings, self.memory_limit, self.func) for _ in range(self.n)]
+        try:
+            for _ in range(self.n):
+                self.workers.append(self._new_worker())
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.ctx, self.settings, self.memory_limit, self.func, self.block_bytes)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -295,7 +319,7 @@ class RasterPool:
         queued = [d for d, _ in list(w.queue)[1:]]
         w.stop(kill=True)
         self.restarts += 1
-        nw = _Worker(self.ctx, self.settings, self.memory_limit, self.func)
+        nw = self._new_worker()
         self.workers[self.workers.index(w)] = nw
         return nw, queued
 
@@ -303,6 +327,7 @@ class RasterPool:
         pending = iter(docs)
         retry: deque[Document] = deque()  # queued behind a document that killed its worker
         exhausted = False
+        idle_deaths = 0  # workers found dead without a document to blame, since the last result
 
         def next_doc() -> Document | None:
             nonlocal exhausted
@@ -315,6 +340,16 @@ class RasterPool:
                 exhausted = True
             return doc
 
+        def replace_idle(w: _Worker) -> _Worker:
+            nonlocal idle_deaths
+            idle_deaths += 1
+            if idle_deaths > 2 * self.n + 2:
+                raise RuntimeError(
+                    f"rasterizing processes keep dying before they are given a document "
+                    f"(last exit code {w.proc.exitcode}): see the log above; check memory limits"
+                )
+            return self._replace(w)[0]
+
         def feed() -> None:
             # Fill every worker to one document before any gets a second: spreads a short tail.
             for depth in range(1, DEPTH + 1):
@@ -326,12 +361,30 @@ class RasterPool:
                     if doc is None:
                         return
                     if not w.queue and not w.proc.is_alive():  # died while idle (OOM killer, say)
-                        w, _ = self._replace(w)
+                        w = replace_idle(w)
                     try:
                         w.send(doc)
-                    except (BrokenPipeError, OSError):  # died with work queued: its sentinel reports it
+                    except (BrokenPipeError, OSError):
                         retry.appendleft(doc)
+                        if not w.queue:
+                            replace_idle(w)  # nothing of ours in it: replace now
+                        return  # else its sentinel reports it, blaming its current document
+
+        def results(w: _Worker, out: list[Outcome]) -> None:
+            """Every answer ``w`` has already sent (it may have answered, then died on its next document)."""
+            nonlocal idle_deaths
+            while w.queue:
+                try:
+                    if not w.conn.poll(0):
                         return
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    return
+                idle_deaths = 0
+                if msg[0] == "ok":
+                    out.append((w.receive(msg[1]), msg[1]))
+                else:
+                    out.append((w.receive(None), RasterError(ErrorType(msg[1]), msg[2])))
 
         feed()
         while True:
@@ -341,41 +394,40 @@ class RasterPool:
                     return
                 feed()
                 continue
-            now = time.monotonic()
             deadline = min(w.started + self.timeout_s for w in busy)
             waitables: list[object] = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
-            ready = wait(waitables, timeout=max(0.0, deadline - now))
+            wait(waitables, timeout=max(0.0, deadline - time.monotonic()))
+            # Decide everything from the state now, then hand the outcomes over: the consumer may hold
+            # this generator for a long time at each yield (a full queue while the engine works), and
+            # no worker may be judged on what was true before that.
+            outcomes: list[Outcome] = []
             for w in busy:
-                if w.conn in ready:
-                    try:
-                        msg = w.conn.recv()
-                    except (EOFError, OSError):
-                        msg = None
-                    if msg is not None:
-                        if msg[0] == "ok":
-                            out = msg[1]
-                            doc = w.receive(out)
-                            yield doc, out
-                        else:
-                            yield w.receive(None), RasterError(ErrorType(msg[1]), msg[2])
-                        continue
+                results(w, outcomes)
+                if not w.queue:
+                    continue
                 doc = w.head
                 assert doc is not None
-                if w.proc.sentinel in ready or not w.proc.is_alive():
+                if not w.proc.is_alive():
+                    results(w, outcomes)  # anything sent just before it died
+                    if not w.queue:
+                        continue
+                    doc = w.head
+                    assert doc is not None
                     code = w.proc.exitcode
                     _, queued = self._replace(w)
                     retry.extendleft(reversed(queued))
-                    yield doc, RasterError(
+                    outcomes.append((doc, RasterError(
                         ErrorType.WORKER_CRASHED,
                         f"rasterizing process died (exit code {code}); the file may crash the PDF/image library",
-                    )
+                    )))
                 elif time.monotonic() - w.started >= self.timeout_s:
                     _, queued = self._replace(w)
                     retry.extendleft(reversed(queued))
-                    yield doc, RasterError(
+                    outcomes.append((doc, RasterError(
                         ErrorType.TIMEOUT, f"rasterizing took longer than {self.timeout_s:g}s and was stopped"
-                    )
+                    )))
             feed()
+            yield from outcomes
 
 
 def rasterize_stream(

@@ -48,24 +48,30 @@ def test_pool_pages_equal_in_process_pages(tmp_path):
 
 
 @needs_memfd
-def test_document_bigger_than_the_block_then_small_ones(tmp_path, monkeypatch):
+def test_document_bigger_than_the_block_then_small_ones(tmp_path):
     # A resting block of 1 MiB: a 3-page document at ~1 MP/page (9 MB) makes the worker grow the
     # block, and the next documents make it shrink back; every page must still arrive intact.
-    monkeypatch.setattr(workers, "_BLOCK_BYTES", 1 << 20)
     settings = RasterSettings(dpi=150, max_pixels=1_003_520)
     docs = _docs(tmp_path)
     multi = [d for d in docs if len(rasterize(d, settings).pages) > 1]
     assert multi, "the samples include a multi-page invoice"
-    order = multi + [d for d in docs if d not in multi] + multi
-    with RasterPool(settings, 1) as pool:  # one worker: every document reuses the same block
-        got = list(pool.imap(order))
+    small = [d for d in docs if d not in multi]
+    order = multi + small + multi + small
+    sizes = []
+    with RasterPool(settings, 1, block_bytes=1 << 20) as pool:  # one worker: every document reuses its blocks
+        got = []
+        for doc, out in pool.imap(order):
+            got.append((doc, out))
+            sizes.append(max(os.fstat(b.fd).st_size for b in pool.workers[0].blocks))
     assert [d.doc_id for d, _ in got] == [d.doc_id for d in order]
     for doc, out in got:
         assert _pixels(out) == _pixels(rasterize(doc, settings))
+    assert max(sizes) > 8 << 20  # grown for a multi-page document (3 pages of ~3.5 MB)
+    assert sizes[-1] <= 4 << 20 < max(sizes)  # and given back after one-page documents (~3 MB each)
 
 
 def test_without_shared_memory_pages_are_pickled(tmp_path, monkeypatch):
-    monkeypatch.setattr(PageBlock, "create", staticmethod(lambda: None))
+    monkeypatch.setattr(PageBlock, "create", staticmethod(lambda resting=0: None))
     settings = RasterSettings(dpi=72, max_pixels=200_704)
     docs = _docs(tmp_path)[:4]
     got = _through_pool(docs, settings)
@@ -120,3 +126,31 @@ def test_documents_queued_behind_a_crash_or_hang_are_not_blamed(tmp_path):
         assert not isinstance(out[f"ok{i}.pdf"], RasterError), out[f"ok{i}.pdf"]
         assert len(out[f"ok{i}.pdf"].pages) == 1
     assert restarts == 3
+
+
+def test_consumer_that_holds_the_stream_does_not_turn_answers_into_timeouts_or_crashes(tmp_path):
+    # The runner's producer thread can sit at a yield for a whole engine batch (its queue is full).
+    # Meanwhile workers answer, and one dies on the document queued behind its answer.  On resume,
+    # every answer must count: nothing finished is reported as a timeout or as the next one's crash.
+    import time as _time
+
+    from tests.conftest import write_pdf
+    from tests.raster_faults import faulty
+    from pipeline.rasterize import RasterError
+    from pipeline.records import ErrorType
+
+    names = ["ok0.pdf", "ok1.pdf", "ok2.pdf", "segv.pdf", "ok3.pdf", "ok4.pdf", "ok5.pdf", "ok6.pdf"]
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in names:
+        write_pdf(d / name, text=name)
+    docs = sorted(discover([str(d)]).documents, key=lambda doc: names.index(Path(doc.path).name))
+    got = {}
+    with RasterPool(RasterSettings(dpi=72, max_pixels=50_176), 2, timeout_s=1.5, func=faulty) as pool:
+        for doc, out in pool.imap(docs):
+            got[Path(doc.path).name] = out
+            _time.sleep(2.0)  # longer than the time limit: the workers finish (and crash) meanwhile
+    assert sorted(got) == sorted(names)
+    assert got["segv.pdf"].error_type is ErrorType.WORKER_CRASHED
+    bad = {n: o.error_type for n, o in got.items() if isinstance(o, RasterError) and n != "segv.pdf"}
+    assert bad == {}
