@@ -24,6 +24,7 @@ import glob as globmod
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from pipeline import fs
 from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
 
 MANIFEST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
+Signature = tuple[int, int, int, int]  # size, mtime ns, inode, ctime ns (inode and ctime 0 on object stores)
+RACY_NS = 2_000_000_000  # a file modified this close to when it was read is not cached (mtime granularity)
 _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,7 @@ def _skipped_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(".truth.json") or name == "truth.jsonl"
 
 
-def _list_uri(spec: str, stats: dict[str, tuple[int, int]] | None = None) -> list[str]:
+def _list_uri(spec: str, stats: dict[str, Signature] | None = None) -> list[str]:
     """An object, or every object under a prefix (recursive, sorted, hidden parts and truth skipped).
     ``stats`` receives (size, mtime ns) of each listed object, from the listing."""
     if fs.is_file(spec):
@@ -166,7 +169,7 @@ def _read_manifest(path: Path) -> list[str]:
 
 
 def expand_inputs(
-    inputs: Iterable[str], warnings: list[str], stats: dict[str, tuple[int, int]] | None = None
+    inputs: Iterable[str], warnings: list[str], stats: dict[str, Signature] | None = None
 ) -> list[str]:
     """Every file path named by the inputs, in a stable order, duplicates (same path) removed.
     ``stats`` receives what object-store listings said about each object (size, mtime ns)."""
@@ -232,20 +235,29 @@ def identify(path: str) -> tuple[Document, Failure | None]:
 
 
 class IdentityCache:
-    """What earlier runs learnt about each input file: path -> (size, mtime ns, doc_id, kind).
+    """What earlier runs learnt about each input file: where it is, its signature, its doc_id and kind.
 
-    A file whose size and modification time are unchanged is taken to hold the same bytes (the
-    check make and rsync rely on), so a nightly re-run over a large folder or bucket lists and
-    stats it instead of reading and hashing every file again; ``--rehash`` ignores the cache.
+    A file whose signature is unchanged is taken to hold the same bytes, so a nightly re-run over
+    a large folder or bucket stats it instead of reading and hashing every file again; ``--rehash``
+    ignores the cache.  The signature is size + mtime, and for local files also the inode and the
+    ctime (which no copy tool can set back: ``cp -p`` and ``rsync -a`` keep the mtime, not these).
+    Like git's "racily clean" rule, a file modified less than 2 s before it was read is not cached
+    (with coarse timestamps, a later write could keep the same mtime; S3's are whole seconds), and
+    a local file whose signature changed while it was read is not cached either.
+
     Stored in the output as ``_state/identities.parquet``; it holds the files of the last
     discovery, so it stays the size of the input.  Only files identified as a supported,
     non-empty type are kept: anything else is looked at again each run."""
 
     PARTS = ("_state", "identities.parquet")
 
-    def __init__(self, entries: dict[str, tuple[int, int, str, str]] | None = None):
+    def __init__(self, entries: dict[str, tuple[Signature, str, str]] | None = None):
         self.entries = entries or {}
-        self.seen: dict[str, tuple[int, int, str, str]] = {}
+        self.seen: dict[str, tuple[Signature, str, str]] = {}
+
+    @staticmethod
+    def key(path: str) -> str:
+        return path if fs.is_uri(path) else os.path.abspath(path)
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike[str]) -> "IdentityCache":
@@ -255,10 +267,12 @@ class IdentityCache:
         loc = fs.join(out_dir, *cls.PARTS)
         try:
             with fs.open_input_file(loc) as f:
-                cols = pq.read_table(f).to_pydict()
+                c = pq.read_table(f).to_pydict()
             entries = {
-                os.fsdecode(p): (int(sz), int(mt), str(d), str(k))
-                for p, sz, mt, d, k in zip(cols["path"], cols["size"], cols["mtime_ns"], cols["doc_id"], cols["kind"], strict=True)
+                os.fsdecode(p): ((int(sz), int(mt), int(ino), int(ct)), str(d), str(k))
+                for p, sz, mt, ino, ct, d, k in zip(
+                    c["path"], c["size"], c["mtime_ns"], c["inode"], c["ctime_ns"], c["doc_id"], c["kind"], strict=True
+                )
             }
         except FileNotFoundError:
             return cls()
@@ -267,18 +281,27 @@ class IdentityCache:
             return cls()
         return cls(entries)
 
-    def lookup(self, path: str, st: tuple[int, int] | None) -> Document | None:
-        e = self.entries.get(path)
-        if st is None or e is None or (e[0], e[1]) != st:
+    def lookup(self, path: str, st: Signature | None) -> Document | None:
+        e = self.entries.get(self.key(path))
+        if st is None or e is None or e[0] != st:
             return None
         try:
-            return Document(e[2], path, DocKind(e[3]), e[0])
+            return Document(e[1], path, DocKind(e[2]), st[0])
         except ValueError:
             return None
 
-    def remember(self, doc: Document, st: tuple[int, int] | None) -> None:
-        if st is not None and st[0] == doc.size > 0 and doc.kind is not DocKind.UNKNOWN and not doc.doc_id.startswith("path:"):
-            self.seen[doc.path] = (st[0], st[1], doc.doc_id, doc.kind.value)
+    def remember(self, doc: Document, before: Signature | None, after: Signature | None, read_at_ns: int) -> None:
+        """Record ``doc`` if it is safe: signature known, the same after the read as before it (local
+        files), and its mtime at least ``RACY_NS`` older than the read."""
+        if before is None or before[0] != doc.size or doc.size == 0:
+            return
+        if doc.kind is DocKind.UNKNOWN or doc.doc_id.startswith("path:"):
+            return
+        if after is not None and after != before:
+            return
+        if read_at_ns - before[1] < RACY_NS:
+            return
+        self.seen[self.key(doc.path)] = (before, doc.doc_id, doc.kind.value)
 
     def save(self, out_dir: str | os.PathLike[str]) -> None:
         import pyarrow as pa
@@ -289,10 +312,12 @@ class IdentityCache:
         table = pa.table(
             {
                 "path": pa.array([os.fsencode(p) for p, _ in rows], pa.binary()),  # names need not be UTF-8
-                "size": pa.array([e[0] for _, e in rows], pa.int64()),
-                "mtime_ns": pa.array([e[1] for _, e in rows], pa.int64()),
-                "doc_id": pa.array([e[2] for _, e in rows], pa.string()),
-                "kind": pa.array([e[3] for _, e in rows], pa.string()),
+                "size": pa.array([e[0][0] for _, e in rows], pa.int64()),
+                "mtime_ns": pa.array([e[0][1] for _, e in rows], pa.int64()),
+                "inode": pa.array([e[0][2] for _, e in rows], pa.uint64()),
+                "ctime_ns": pa.array([e[0][3] for _, e in rows], pa.int64()),
+                "doc_id": pa.array([e[1] for _, e in rows], pa.string()),
+                "kind": pa.array([e[2] for _, e in rows], pa.string()),
             }
         )
         fs.write_bytes_atomic(fs.join(out_dir, *self.PARTS), parquet_bytes(table))
@@ -314,18 +339,21 @@ def discover(
     With ``cache``, unchanged files (same size and mtime as recorded) are not read; what this
     discovery identified is recorded in ``cache.seen`` (the caller saves it)."""
     result = Discovered()
-    stats: dict[str, tuple[int, int]] = {}
+    stats: dict[str, Signature] = {}
     paths = expand_inputs(inputs, result.warnings, stats)
 
-    def one(path: str) -> tuple[Document, Failure | None, tuple[int, int] | None, bool]:
-        st = None
+    def one(path: str) -> tuple[Document, Failure | None, Signature | None, Signature | None, int, bool]:
+        before = after = None
+        read_at = time.time_ns()
         if cache is not None:
-            st = stats.get(path) or fs.stat(path)  # before reading: a file changed meanwhile is re-read next time
-            doc = cache.lookup(path, st)
+            before = stats.get(path) or fs.stat(path)  # before reading: a file changed meanwhile is read next time
+            doc = cache.lookup(path, before)
             if doc is not None:
-                return doc, None, st, True
+                return doc, None, before, before, read_at, True
         doc, failure = identify(path)
-        return doc, failure, st, False
+        if cache is not None and not fs.is_uri(path):
+            after = fs.stat(path)  # local: cheap; changed while read -> not cached
+        return doc, failure, before, after, read_at, False
 
     n = threads or _threads_for(paths)
     if n > 1 and len(paths) > 1:
@@ -334,13 +362,13 @@ def discover(
     else:
         identified = [one(p) for p in paths]
     by_id: dict[str, str] = {}
-    for doc, failure, st, from_cache in identified:
+    for doc, failure, before, after, read_at, from_cache in identified:
         if from_cache:
             result.cached += 1
         else:
             result.hashed += 1
         if cache is not None and failure is None:
-            cache.remember(doc, st)
+            cache.remember(doc, before, after, read_at)
         if doc.doc_id in by_id:
             result.duplicates.setdefault(doc.doc_id, []).append(doc.display_path)
             continue

@@ -148,28 +148,29 @@ def is_file(location: Location) -> bool:
     return os.path.isfile(location)
 
 
-def stat(location: Location) -> tuple[int, int] | None:
-    """(size, modification time in ns) of a file or object; None when it cannot be had."""
+def stat(location: Location) -> tuple[int, int, int, int] | None:
+    """(size, mtime ns, inode, ctime ns) of a file or object (inode and ctime 0 for objects);
+    None when it cannot be had."""
     try:
         if is_uri(location):
             fs, path = filesystem_for(str(location))
             info = fs.get_file_info(path)
             if info.type != pafs.FileType.File or info.mtime_ns is None or info.size is None:
                 return None
-            return info.size, info.mtime_ns
+            return info.size, info.mtime_ns, 0, 0
         st = os.stat(location)
-        return st.st_size, st.st_mtime_ns
+        return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
     except OSError:
         return None
 
 
-def list_file_stats(prefix: str) -> dict[str, tuple[int, int] | None]:
-    """URI -> (size, mtime ns) for every object under a URI prefix, from the listing itself (no request
+def list_file_stats(prefix: str) -> dict[str, tuple[int, int, int, int] | None]:
+    """URI -> ``stat()`` for every object under a URI prefix, from the listing itself (no request
     per object); None where the listing does not say."""
     fs, path = filesystem_for(prefix)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     return {
-        _uri_of(prefix, fs, i.path): (i.size, i.mtime_ns) if i.size is not None and i.mtime_ns is not None else None
+        _uri_of(prefix, fs, i.path): (i.size, i.mtime_ns, 0, 0) if i.size is not None and i.mtime_ns is not None else None
         for i in infos
         if i.type == pafs.FileType.File
     }

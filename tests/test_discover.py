@@ -1,5 +1,6 @@
 import hashlib
 import os
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -109,6 +110,13 @@ def _ids(found):
     return {os.path.basename(d.path): (d.doc_id, d.kind) for d in found.documents}
 
 
+def _age(d, seconds=3600):
+    """Files written by a test are seconds old: too fresh to cache (the 2 s racy rule). Back-date them."""
+    t = time.time_ns() - seconds * 1_000_000_000
+    for p in d.iterdir():
+        os.utime(p, ns=(t, t))
+
+
 def test_identity_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path):
     from pipeline.discover import IdentityCache
 
@@ -118,6 +126,7 @@ def test_identity_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path)
         write_pdf(d / f"doc{i}.pdf", text=f"doc {i}")
     write_image(d / "photo.png")
     (d / "notes.txt").write_text("not a document")  # unsupported: never cached, looked at every time
+    _age(d)
     out = tmp_path / "out"
 
     cache = IdentityCache.load(out)  # nothing there yet
@@ -175,9 +184,37 @@ def test_identity_cache_keeps_non_utf8_names(tmp_path):
     d.mkdir()
     write_pdf(d / "x.pdf")
     os.rename(d / "x.pdf", os.path.join(os.fsencode(d), b"caf\xe9.pdf"))  # Latin-1 byte: not UTF-8
+    t = time.time_ns() - 3600 * 1_000_000_000
+    os.utime(os.path.join(os.fsencode(d), b"caf\xe9.pdf"), ns=(t, t))
     cache = IdentityCache()
     first = discover([str(d)], cache=cache)
     cache.save(tmp_path / "out")
     again = discover([str(d)], cache=IdentityCache.load(tmp_path / "out"))
     assert (again.hashed, again.cached) == (0, 1)
     assert again.documents[0].path == first.documents[0].path
+
+
+def test_identity_cache_does_not_trust_fresh_files_or_restored_mtimes(tmp_path):
+    from pipeline.discover import IdentityCache
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "fresh.pdf", text="just written")  # modified < 2 s ago: a same-size rewrite could keep its mtime
+    write_pdf(d / "old.pdf", text="old")
+    t = time.time_ns() - 3600 * 1_000_000_000
+    os.utime(d / "old.pdf", ns=(t, t))
+    cache = IdentityCache()
+    discover([str(d)], cache=cache)
+    assert [os.path.basename(p) for p in cache.seen] == ["old.pdf"]
+    cache.save(tmp_path / "out")
+
+    # cp -p / rsync -a style: other bytes of the same size, the old mtime put back. The ctime (which
+    # no tool can set) gives it away.
+    p = d / "old.pdf"
+    data = p.read_bytes()
+    p.write_bytes(data.replace(b"Written by", b"Writ7en by"))
+    os.utime(p, ns=(t, t))
+    assert p.stat().st_size == len(data) and p.stat().st_mtime_ns == t
+    again = discover([str(d)], cache=IdentityCache.load(tmp_path / "out"))
+    assert (again.hashed, again.cached) == (2, 0)
+    assert _ids(again)["old.pdf"][0] == hashlib.sha256(p.read_bytes()).hexdigest()

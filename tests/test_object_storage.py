@@ -5,6 +5,7 @@ an independent pyarrow client and queried with DuckDB (over Arrow: httpfs is not
 from __future__ import annotations
 
 import json
+import time
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -97,6 +98,7 @@ def test_resume_and_force_on_s3(s3_server, tmp_path):
     assert (first.processed, first.succeeded) == (3, 3)
     add_invoices(d, 3, 2)  # the nightly folder grew
     s3_server.upload_dir(d, f"{base}/in")
+    time.sleep(2.1)  # LastModified has whole seconds: objects younger than 2 s are read, not cached
     second = run_job([f"{base}/in"], out, cfg)
     assert (second.inputs, second.skipped, second.processed) == (5, 3, 2)
     third = run_job([f"{base}/in"], out, cfg)
