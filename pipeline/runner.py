@@ -603,12 +603,21 @@ class Runner:
         failures met on the way, whether the input is exhausted, and what is carried to the next batch
         (the document that would have overflowed the page budget)."""
         cfg = self.config
-        batch = list(carry)
-        pages = sum(len(p.rdoc.pages) for p in batch)
-        failures: list[dict[str, Any]] = []
+        limit_docs, limit_pages = cfg.run.batch_size, cfg.run.max_batch_pages
+        batch: list[_Pending] = []
+        pages = 0
         spill: list[_Pending] = []
+        for i, p in enumerate(carry):  # carried first, within the same limits (always at least one)
+            if batch and (len(batch) >= limit_docs or pages + len(p.rdoc.pages) > limit_pages):
+                spill = carry[i:]
+                break
+            batch.append(p)
+            pages += len(p.rdoc.pages)
+        if spill:
+            return batch, [], exhausted, spill
+        failures: list[dict[str, Any]] = []
         t_wait = time.perf_counter()
-        while len(batch) < cfg.run.batch_size and pages < cfg.run.max_batch_pages and not exhausted and not self._stop.is_set():
+        while len(batch) < limit_docs and pages < limit_pages and not exhausted and not self._stop.is_set():
             try:
                 doc, out = next(items)
             except StopIteration:
@@ -631,7 +640,7 @@ class Runner:
                 extra_instructions=cfg.prompt.instructions,
             )
             timings["prompt"] += time.perf_counter() - t_p
-            if batch and pages + len(out.pages) > cfg.run.max_batch_pages:
+            if batch and pages + len(out.pages) > limit_pages:
                 spill.append(_Pending(out, req))
                 break
             batch.append(_Pending(out, req))

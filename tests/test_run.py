@@ -352,3 +352,26 @@ def test_rerun_identifies_unchanged_inputs_from_the_identity_cache(corpus, tmp_p
     rehashed = run_job([str(corpus["dir"])], out, small_config(**{"run.rehash": True}), engine=engine)
     assert discovery() == {"files_hashed": n_files, "files_from_identity_cache": 0}
     assert rehashed.skipped == first.processed
+
+
+def test_reasks_and_carried_documents_stay_within_the_batch_budgets(tmp_path):
+    # Every first answer is invalid, so every document comes back as a re-ask and is carried into a
+    # later batch together with whatever did not fit: those batches must keep both limits too.
+    from tests.conftest import invoice_truth
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(7):
+        write_pdf(d / f"doc{i}.pdf", pages=2, text=f"doc {i}")
+    seen: Counter = Counter()
+
+    def answer(req):
+        seen[req.doc_id] += 1
+        return "{}" if seen[req.doc_id] == 1 else invoice_truth()
+
+    engine = ScriptedEngine(callback=answer)
+    cfg = small_config(**{"run.batch_size": 3, "run.max_batch_pages": 5, "run.max_attempts": 2})
+    s = run_job([str(d)], tmp_path / "out", cfg, engine=engine)
+    assert (s.succeeded, s.failed) == (7, 0) and all(n == 2 for n in seen.values())
+    pages = [sum(len(r.images) for r in b) for b in engine.batches]
+    assert all(len(b) <= 3 for b in engine.batches) and all(p <= 5 for p in pages), pages
