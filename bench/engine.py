@@ -143,16 +143,29 @@ def main() -> None:
           f"ours/bare = {min(times['bare']) / min(times['ours']):.2f}x")
     if args.variants:
         vrows = []
-        for over in ({"rasterize.workers": 1}, {"run.batch_size": 16}, {"rasterize.workers": 1, "run.batch_size": 16}):
+        class NoPrefetch:  # the engine without prefetch: one batch at a time, as before
+            name = "vllm"
+
+            def generate(self, requests: Any) -> Any:
+                return engine.generate(requests)
+
+            def close(self) -> None:
+                pass
+
+        for over in ({"rasterize.workers": 1}, {"run.batch_size": 16}, {"run.batch_size": 16, "prefetch": False},
+                     {"rasterize.workers": 1, "run.batch_size": 16}):
             vcfg = cfg.model_copy(deep=True)
             for k, v in over.items():
+                if k == "prefetch":
+                    continue
                 sec, key = k.split(".")
                 setattr(getattr(vcfg, sec), key, v)
             out = CACHE / "engine" / "out-variant"
             shutil.rmtree(out, ignore_errors=True)
             fresh()
             t0 = time.perf_counter()
-            vs = run_job([str(manifest)], out, vcfg, engine=engine, handle_signals=False)
+            veng = engine if over.get("prefetch", True) else NoPrefetch()
+            vs = run_job([str(manifest)], out, vcfg, engine=veng, handle_signals=False)
             dt = time.perf_counter() - t0
             vrows.append([", ".join(f"{k}={v}" for k, v in over.items()), round(dt, 2), round(len(docs) / dt, 2),
                           f"{vs.timings.get('engine', 0):.2f}", f"{vs.timings.get('assemble', 0):.2f}"])
