@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import workers
 from pipeline.discover import discover
-from pipeline.rasterize import RasterSettings, rasterize
-from pipeline.records import RasterizedDoc
+from pipeline.rasterize import RasterError, RasterSettings, rasterize
+from pipeline.records import ErrorType, RasterizedDoc
 from pipeline.workers import PageBlock, RasterPool
+from tests.conftest import write_pdf
+from tests.raster_faults import faulty
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 needs_memfd = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux-only")
@@ -100,20 +101,20 @@ def test_block_round_trip_keeps_other_modes_and_sizes():
         block.close()
 
 
-def test_documents_queued_behind_a_crash_or_hang_are_not_blamed(tmp_path):
-    # One worker, so every document waits in the queue behind the one before it: the good files
-    # queued behind the segfault and the hang must come back rendered, not as that file's failure.
-    from tests.conftest import write_pdf
-    from tests.raster_faults import faulty
-    from pipeline.rasterize import RasterError
-    from pipeline.records import ErrorType
-
-    names = ["ok1.pdf", "segv.pdf", "ok2.pdf", "ok3.pdf", "hang.pdf", "ok4.pdf", "segv2.pdf", "ok5.pdf"]
+def _named_pdfs(tmp_path, names):
+    """One-page PDFs named as given (``tests.raster_faults.faulty`` acts on the name), in that order."""
     d = tmp_path / "in"
     d.mkdir()
     for name in names:
         write_pdf(d / name, text=name)
-    docs = sorted(discover([str(d)]).documents, key=lambda doc: names.index(Path(doc.path).name))
+    return sorted(discover([str(d)]).documents, key=lambda doc: names.index(Path(doc.path).name))
+
+
+def test_documents_queued_behind_a_crash_or_hang_are_not_blamed(tmp_path):
+    # One worker, so every document waits in the queue behind the one before it: the good files
+    # queued behind the segfault and the hang must come back rendered, not as that file's failure.
+    names = ["ok1.pdf", "segv.pdf", "ok2.pdf", "ok3.pdf", "hang.pdf", "ok4.pdf", "segv2.pdf", "ok5.pdf"]
+    docs = _named_pdfs(tmp_path, names)
     with RasterPool(RasterSettings(dpi=72, max_pixels=50_176), 1, timeout_s=3, func=faulty) as pool:
         got = [(Path(doc.path).name, out) for doc, out in pool.imap(docs)]
         restarts = pool.restarts
@@ -134,22 +135,14 @@ def test_consumer_that_holds_the_stream_does_not_turn_answers_into_timeouts_or_c
     # every answer must count: nothing finished is reported as a timeout or as the next one's crash.
     import time as _time
 
-    from tests.conftest import write_pdf
-    from tests.raster_faults import faulty
-    from pipeline.rasterize import RasterError
-    from pipeline.records import ErrorType
-
     names = ["ok0.pdf", "ok1.pdf", "ok2.pdf", "segv.pdf", "ok3.pdf", "ok4.pdf", "ok5.pdf", "ok6.pdf"]
-    d = tmp_path / "in"
-    d.mkdir()
-    for name in names:
-        write_pdf(d / name, text=name)
-    docs = sorted(discover([str(d)]).documents, key=lambda doc: names.index(Path(doc.path).name))
+    docs = _named_pdfs(tmp_path, names)
     got = {}
-    with RasterPool(RasterSettings(dpi=72, max_pixels=50_176), 2, timeout_s=1.5, func=faulty) as pool:
+    with RasterPool(RasterSettings(dpi=72, max_pixels=50_176), 2, timeout_s=4, func=faulty) as pool:
         for doc, out in pool.imap(docs):
             got[Path(doc.path).name] = out
-            _time.sleep(2.0)  # longer than the time limit: the workers finish (and crash) meanwhile
+            if len(got) <= 2:
+                _time.sleep(4.5)  # longer than the time limit: the workers finish (and crash) meanwhile
     assert sorted(got) == sorted(names)
     assert got["segv.pdf"].error_type is ErrorType.WORKER_CRASHED
     bad = {n: o.error_type for n, o in got.items() if isinstance(o, RasterError) and n != "segv.pdf"}
