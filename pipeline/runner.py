@@ -524,67 +524,55 @@ class Runner:
         is assembled from pages the rasterizing processes made meanwhile.  Re-asks join the next batch
         that is assembled.  An engine that can (``prefetch``) is handed batch k+1 as soon as it is
         assembled, so it is never without work between two batches nor during a batch's tail."""
-        self.progress.stage = "extracting"
-        prefetch = getattr(engine, "prefetch", None)
-        try:
-            self._pipeline(items, engine, commit, timings, counts, prefetch)
-        finally:
-            abort = getattr(engine, "abort_pending", None)  # a stop may leave a prefetched batch behind
-            if callable(abort):
-                abort()
-
-    def _pipeline(
-        self,
-        items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
-        engine: Engine,
-        commit: Callable[[list[dict[str, Any]] | pa.Table, list[dict[str, Any]]], None],
-        timings: Counter[str],
-        counts: Counter[str],
-        prefetch: Callable[[list[Request]], None] | None,
-    ) -> None:
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        cfg = self.config
-        carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
-        exhausted = False
-        in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
-            while True:
-                batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, timings, counts)
-                if raster_failures:
-                    commit([], raster_failures)
-                finished: tuple[list[_Pending], list[Generation]] | None = None
-                if in_flight is not None and batch and not self._stop.is_set() and prefetch is not None:
-                    prefetch([p.request for p in batch])  # the engine starts on it as soon as it has room
-                if in_flight is not None:
-                    prev, fut, _ = in_flight
-                    in_flight = None
-                    try:
-                        gens, busy = fut.result()
-                    except EngineUnavailable as e:
-                        self._engine_died(str(e))
-                        return  # this batch and everything after it stay pending
-                    timings["engine"] += busy
-                    finished = (prev, gens)
-                if batch and not self._stop.is_set():
-                    requests = [p.request for p in batch]
-                    in_flight = (batch, pool.submit(self._timed_generate, engine, requests), time.perf_counter())
-                if finished is not None:
-                    carry += self._validate_and_commit(*finished, commit, timings, counts)
-                if self._stop.is_set():
-                    if in_flight is not None:  # finish the batch the engine has, then stop
+        self.progress.stage = "extracting"
+        prefetch: Callable[[list[Request]], None] | None = getattr(engine, "prefetch", None)
+        try:
+            carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
+            exhausted = False
+            in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
+                while True:
+                    batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, timings, counts)
+                    if raster_failures:
+                        commit([], raster_failures)
+                    finished: tuple[list[_Pending], list[Generation]] | None = None
+                    if in_flight is not None and batch and not self._stop.is_set() and prefetch is not None:
+                        prefetch([p.request for p in batch])  # the engine starts on it as soon as it has room
+                    if in_flight is not None:
                         prev, fut, _ = in_flight
+                        in_flight = None
                         try:
                             gens, busy = fut.result()
                         except EngineUnavailable as e:
                             self._engine_died(str(e))
-                            return
+                            return  # this batch and everything after it stay pending
                         timings["engine"] += busy
-                        self._validate_and_commit(prev, gens, commit, timings, counts)
-                    # Not committed, so pending for the next run: re-asks, and answers the stop aborted.
-                    return
-                if exhausted and not carry and in_flight is None:
-                    return
+                        finished = (prev, gens)
+                    if batch and not self._stop.is_set():
+                        requests = [p.request for p in batch]
+                        in_flight = (batch, pool.submit(self._timed_generate, engine, requests), time.perf_counter())
+                    if finished is not None:
+                        carry += self._validate_and_commit(*finished, commit, timings, counts)
+                    if self._stop.is_set():
+                        if in_flight is not None:  # finish the batch the engine has, then stop
+                            prev, fut, _ = in_flight
+                            try:
+                                gens, busy = fut.result()
+                            except EngineUnavailable as e:
+                                self._engine_died(str(e))
+                                return
+                            timings["engine"] += busy
+                            self._validate_and_commit(prev, gens, commit, timings, counts)
+                        # Not committed, so pending for the next run: re-asks, and answers the stop aborted.
+                        return
+                    if exhausted and not carry and in_flight is None:
+                        return
+        finally:
+            abort = getattr(engine, "abort_pending", None)  # a stop may leave a prefetched batch behind
+            if callable(abort):
+                abort()
 
     def _engine_died(self, why: str) -> None:
         log.error("%s; stopping, the remaining documents stay pending", why)
