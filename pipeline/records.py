@@ -8,6 +8,7 @@ Every failure is a record (data to query), never only a log line.
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,7 @@ class Request:
     json_schema: dict[str, Any]
     sampling: Sampling
     attempt: int = 1
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)  # this request (a re-ask is another), across processes
 
     @property
     def images(self) -> list[Image.Image]:

@@ -171,8 +171,8 @@ class VLLMEngine:
         self.added = 0  # requests added to vLLM
         self._prefetched: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()
         self._in_flight: dict[str, tuple[Request, str, float]] = {}  # vLLM request id -> (request, internal id, added)
-        self._in_flight_ids: set[int] = set()  # id() of the requests in flight
-        self._done: dict[int, tuple[Request, Generation]] = {}  # id(request) -> answer (the request is kept: ids stay unique)
+        self._in_flight_uids: set[str] = set()  # Request.uid of the requests in flight
+        self._done: dict[str, Generation] = {}  # Request.uid -> answer not yet collected by generate()
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -200,14 +200,13 @@ class VLLMEngine:
         except BaseException:
             self._abort_in_flight()
             raise
-        answers = [self._done[id(r)][1] for r in requests]
+        answers = [self._done[r.uid] for r in requests]
         for r in requests:
-            self._done.pop(id(r), None)
+            self._done.pop(r.uid, None)
         return answers
 
     def _is_done(self, r: Request) -> bool:
-        got = self._done.get(id(r))
-        return got is not None and got[0] is r
+        return r.uid in self._done
 
     def _add_prefetched(self) -> None:
         while True:
@@ -221,7 +220,7 @@ class VLLMEngine:
     def _add(self, r: Request) -> None:
         """Add one request unless it is in flight or answered; a request vLLM rejects is answered
         with ``request_invalid`` (its own row), an engine failure raises."""
-        if id(r) in self._in_flight_ids or self._is_done(r):
+        if r.uid in self._in_flight_uids or self._is_done(r):
             return
         try:
             ids = self.llm.enqueue_chat([to_vllm_messages(r)], sampling_params=[sampling_params(r)], use_tqdm=False)
@@ -230,12 +229,13 @@ class VLLMEngine:
                 raise
             log.warning("request for %s rejected by vLLM: %s", r.doc_id[:12], e)
             self.rejected += 1
-            self._done[id(r)] = (r, Generation(r.doc_id, "", "error", error=f"{type(e).__name__}: {e}"[:2000],
-                                                error_type=ErrorType.REQUEST_INVALID))
+            self._done[r.uid] = Generation(
+                r.doc_id, "", "error", error=f"{type(e).__name__}: {e}"[:2000], error_type=ErrorType.REQUEST_INVALID
+            )
             return
         internal = ids[0]
         self._in_flight[_external_id(internal)] = (r, internal, time.perf_counter())
-        self._in_flight_ids.add(id(r))
+        self._in_flight_uids.add(r.uid)
         self.added += 1
 
     def _finished(self, out: Any) -> None:
@@ -243,18 +243,15 @@ class VLLMEngine:
         if got is None:
             return  # not ours (or aborted meanwhile)
         r, _, t0 = got
-        self._in_flight_ids.discard(id(r))
+        self._in_flight_uids.discard(r.uid)
         comp = out.outputs[0] if out.outputs else None
-        self._done[id(r)] = (
-            r,
-            Generation(
-                doc_id=r.doc_id,
-                text=comp.text if comp else "",
-                finish_reason=(comp.finish_reason or "unknown") if comp else "error",
-                prompt_tokens=len(out.prompt_token_ids or []),
-                output_tokens=len(comp.token_ids) if comp else 0,
-                latency_s=time.perf_counter() - t0,
-            ),
+        self._done[r.uid] = Generation(
+            doc_id=r.doc_id,
+            text=comp.text if comp else "",
+            finish_reason=(comp.finish_reason or "unknown") if comp else "error",
+            prompt_tokens=len(out.prompt_token_ids or []),
+            output_tokens=len(comp.token_ids) if comp else 0,
+            latency_s=time.perf_counter() - t0,
         )
 
     def abort_pending(self) -> None:
@@ -266,7 +263,7 @@ class VLLMEngine:
     def _abort_in_flight(self) -> None:
         internal = [i for _, i, _ in self._in_flight.values()]
         self._in_flight.clear()
-        self._in_flight_ids.clear()
+        self._in_flight_uids.clear()
         while True:  # prefetched batches are not added now; their generate() adds them
             try:
                 self._prefetched.get_nowait()
