@@ -98,3 +98,34 @@ def perturbed(config: Any = None) -> ScriptedEngine:
         return t
 
     return ScriptedEngine(callback=answer, record=False)
+
+
+class PrefetchingEngine(ScriptedEngine):
+    """A scripted engine that also takes ``prefetch`` (as ``VLLMEngine`` does) and counts, per request
+    uid, what arrived early: to test that the next batch reaches the engine once, ahead of time."""
+
+    def __init__(self, answers: dict[str, Answer] | None = None):
+        super().__init__(answers, record=False)
+        self.prefetched: set[str] = set()
+        self.generated = 0
+        self.generated_after_prefetch = 0
+
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        self.prefetched.update(r.uid for r in requests)
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        self.generated += len(requests)
+        self.generated_after_prefetch += sum(r.uid in self.prefetched for r in requests)
+        return super().generate(requests)
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "prefetched": len(self.prefetched),
+            "generated": self.generated,
+            "generated_after_prefetch": self.generated_after_prefetch,
+        }
+
+
+def prefetching(config: Any = None) -> PrefetchingEngine:
+    """``from_truth`` with prefetch: ``--engine tests.scripted_engine:prefetching``."""
+    return PrefetchingEngine(from_truth(config).answers)

@@ -68,6 +68,37 @@ def test_ray_backend_writes_the_same_rows_as_a_local_run(ray_cluster, corpus, tm
     assert remote.pages == local.pages == 8 and remote.timings["engine_load"] > 0
 
 
+def test_prefetch_hands_each_actor_its_next_chunk_once(ray_cluster, tmp_path):
+    from pipeline.backends.ray_backend import RayEngine
+    from pipeline.records import Request, Sampling
+
+    cfg = small_config(**{"engine.name": "tests.scripted_engine:prefetching"})
+    eng = RayEngine(cfg.engine_config(), num_actors=2, cpus_per_actor=0)
+    try:
+        eng.start()
+        a = [Request(f"a{i}", [], {}, Sampling()) for i in range(4)]
+        b = [Request(f"b{i}", [], {}, Sampling()) for i in range(4)]
+        eng.prefetch(b)  # while a runs, each actor gets its half of b
+        got = eng.generate(a) + eng.generate(b)
+        assert [g.doc_id for g in got] == [r.doc_id for r in a + b]
+        assert eng.reused_chunks == 2  # b's two chunks went to generate as the refs prefetch had put
+        counters = ray_cluster.get([actor.counters.remote() for actor in eng.actors])
+        assert [c["prefetched"] for c in counters] == [2, 2]
+        assert [c["generated_after_prefetch"] for c in counters] == [2, 2]
+        assert sum(c["generated"] for c in counters) == 8
+    finally:
+        eng.close()
+
+
+def test_ray_run_with_a_prefetching_engine_and_small_batches_is_exactly_once(ray_cluster, corpus, tmp_path):
+    cfg = scripted_config(corpus["dir"], **{"run.batch_size": 2})
+    local = run_job([str(corpus["dir"])], tmp_path / "local", cfg)
+    remote = run_ray([str(corpus["dir"])], tmp_path / "ray", cfg, engine_spec="tests.scripted_engine:prefetching",
+                     num_engine_actors=2, cpus_per_actor=0)
+    assert (remote.succeeded, remote.failed) == (local.succeeded, local.failed)
+    assert rows(tmp_path / "ray") == rows(tmp_path / "local")
+
+
 def test_resume_skips_everything_finished(ray_cluster, tmp_path):
     d = small_corpus(tmp_path / "in", 3)
     out = tmp_path / "out"

@@ -175,6 +175,22 @@ class _EngineActor:
     def ready(self) -> str | None:
         return self.error
 
+    def prefetch(self, requests: list[Request]) -> None:
+        """Runs beside ``generate`` (the actor takes two calls at once): hands the next chunk to the engine."""
+        prefetch = getattr(self.engine, "prefetch", None)
+        if callable(prefetch):
+            prefetch(requests)
+
+    def abort_pending(self) -> None:
+        abort = getattr(self.engine, "abort_pending", None)
+        if callable(abort):
+            abort()
+
+    def counters(self) -> dict[str, int]:
+        """The engine's own counters, if it keeps any (for tests and logs)."""
+        counters = getattr(self.engine, "counters", None)
+        return dict(counters()) if callable(counters) else {}
+
     def generate(self, requests: list[Request]) -> list[Generation]:
         try:
             return self.engine.generate(requests)
@@ -196,7 +212,12 @@ class RayEngine:
     parallel and returns the generations in request order.  An exception raised by an
     engine inside its actor is re-raised here as itself (so ``ResilientEngine`` sees an
     out-of-memory error as one); an actor that is gone for good raises ``EngineDead``.
-    Actors start on ``start()`` (or the first ``generate``)."""
+    Actors start on ``start()`` (or the first ``generate``).
+
+    ``prefetch`` splits the next batch the same way and hands each actor its chunk while it
+    is still generating the current one (actors take two calls at once), so each engine fills
+    the slots its short answers free.  The chunk is put in Ray's object store once and the
+    same reference goes to ``generate`` later: the pages are serialized once, not twice."""
 
     def __init__(
         self,
@@ -220,6 +241,9 @@ class RayEngine:
         self.name = f"ray[{num_actors}x]:{config.name}"
         self.actors: list[Any] = []
         self.load_seconds = 0.0
+        self._chunk_refs: dict[tuple[str, ...], Any] = {}  # uids of a prefetched chunk -> its object ref
+        self._lock = threading.Lock()  # prefetch comes from the runner's main thread, generate from its engine thread
+        self.reused_chunks = 0
 
     def start(self) -> None:
         """Create the actors and wait until every engine is loaded.  Raises ``EngineLoadError``."""
@@ -235,6 +259,7 @@ class RayEngine:
             "num_gpus": self.gpus_per_actor,
             "max_restarts": self.max_restarts,
             "max_task_retries": 1 if self.max_restarts else 0,
+            "max_concurrency": 2,  # a prefetch is taken while a generate runs
         }
         if self.runtime_env:
             options["runtime_env"] = self.runtime_env
@@ -258,6 +283,32 @@ class RayEngine:
             raise EngineLoadError(f"engine {self.config.name!r} could not be loaded in a Ray actor: {failed[0]}")
         self.load_seconds = time.perf_counter() - t0
 
+    def _chunks(self, requests: list[Request]) -> list[list[Request]]:
+        size = math.ceil(len(requests) / min(len(self.actors), len(requests)))
+        return [requests[i : i + size] for i in range(0, len(requests), size)]
+
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        import ray
+
+        requests = list(requests)
+        if not requests or not self.actors:
+            return
+        for actor, chunk in zip(self.actors, self._chunks(requests)):
+            ref = ray.put(chunk)
+            with self._lock:
+                self._chunk_refs[tuple(r.uid for r in chunk)] = ref
+                while len(self._chunk_refs) > 4 * len(self.actors):  # never collected (a retry split otherwise)
+                    self._chunk_refs.pop(next(iter(self._chunk_refs)))
+            actor.prefetch.remote(ref)
+
+    def abort_pending(self) -> None:
+        import ray
+
+        with self._lock:
+            self._chunk_refs.clear()
+        with contextlib.suppress(Exception):
+            ray.get([a.abort_pending.remote() for a in self.actors], timeout=60)
+
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         import ray
 
@@ -265,9 +316,13 @@ class RayEngine:
         if not requests:
             return []
         self.start()
-        size = math.ceil(len(requests) / min(len(self.actors), len(requests)))
-        chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
-        refs = [actor.generate.remote(chunk) for actor, chunk in zip(self.actors, chunks)]
+        refs = []
+        for actor, chunk in zip(self.actors, self._chunks(requests)):
+            with self._lock:
+                ref = self._chunk_refs.pop(tuple(r.uid for r in chunk), None)
+            if ref is not None:
+                self.reused_chunks += 1
+            refs.append(actor.generate.remote(chunk if ref is None else ref))
         try:
             results = ray.get(refs)
         except ray.exceptions.RayTaskError as e:
