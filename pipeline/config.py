@@ -100,6 +100,12 @@ class RunConfig(_Section):
         "quarter of it may wait rasterized ahead. Bounds memory: ~4 MB per page in this process at the "
         "default page budget, more inside the engine.",
     )
+    lease_ttl_s: float = Field(
+        600.0,
+        gt=0,
+        description="Object-store outputs: a run whose lease heartbeat is older than this is taken for dead "
+        "and its lease taken over (the heartbeat is written every ttl/4).",
+    )
     rehash: bool = Field(
         False,
         description="Read and hash every input even where the identity cache (_state/identities.parquet in "

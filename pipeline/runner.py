@@ -182,6 +182,7 @@ class Runner:
         self._stop = threading.Event()
         self.engine_died: str | None = None
         self._lock_fd: int | None = None
+        self._lease: Any = None  # pipeline.lease.Lease on object storage
         self.raster = RasterSettings(
             dpi=config.rasterize.dpi,
             min_pixels=config.rasterize.min_pixels,
@@ -392,9 +393,19 @@ class Runner:
         return summary
 
     def _lock_output(self) -> None:
-        """One writer per output directory: a second run on it fails to start instead of racing the first.
-        (Local directories; for object storage, schedule runs so they cannot overlap.)"""
-        if fs.is_uri(self.out_dir) or self._lock_fd is not None:
+        """One writer per output: a second run on it fails to start instead of racing the first.
+        Local directories: ``flock``.  Object storage: a lease with a heartbeat (``pipeline.lease``)."""
+        if self._lock_fd is not None or self._lease is not None:
+            return
+        if fs.is_uri(self.out_dir):
+            from pipeline.lease import Lease, LeaseHeld
+
+            try:
+                self._lease = Lease(str(self.out_dir), self.run_id, ttl_s=self.config.run.lease_ttl_s).acquire()
+            except LeaseHeld as e:
+                raise CouldNotStart(str(e)) from None
+            except OSError as e:
+                raise CouldNotStart(f"cannot write the lease in {self.out_dir}: {e}") from e
             return
         import fcntl
         import os
@@ -413,6 +424,12 @@ class Runner:
         self._lock_fd = fd
 
     def close(self) -> None:
+        if self._lease is not None:
+            try:
+                self._lease.release()
+            except OSError as e:  # it expires by itself (ttl)
+                log.warning("could not remove the lease: %s", e)
+            self._lease = None
         if self._lock_fd is not None:
             import os
 

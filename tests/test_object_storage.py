@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import fs
-from pipeline.runner import run_job, status
+from pipeline.runner import CouldNotStart, run_job, status
 from tests.conftest import invoice_truth, small_config, write_pdf
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
 
@@ -150,3 +150,31 @@ def test_ray_backend_from_s3_to_s3(s3_server, ray_cluster, corpus):
     again = run_ray([f"{base}/in"], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
     assert (again.skipped, again.processed) == (9, 0)
     assert len(doc_ids(s3_server, out)) == 9
+
+
+def test_a_second_run_on_the_same_bucket_output_does_not_start(s3_server, tmp_path):
+    import datetime as dt
+
+    d = tmp_path / "in"
+    add_invoices(d, 0, 2)
+    base = s3_server.prefix()
+    s3_server.upload_dir(d, f"{base}/in")
+    out = f"{base}/out"
+    cfg = scripted_config(d)
+    lease_key = out.removeprefix("s3://") + "/_state/lease.json"
+
+    def put_lease(age_s):
+        beat = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age_s)).isoformat()
+        body = {"run_id": "20261126T000000000000Z-other", "host": "nightly-1", "pid": 4242, "heartbeat_at": beat}
+        with s3_server.fs.open_output_stream(lease_key) as f:
+            f.write(json.dumps(body).encode())
+
+    put_lease(age_s=30)  # last night's run, still going
+    with pytest.raises(CouldNotStart, match="another docextract run .*nightly-1, pid 4242"):
+        run_job([f"{base}/in"], out, cfg)
+    assert s3_server.fs.get_file_info(out.removeprefix("s3://") + "/results").type.name == "NotFound"
+
+    put_lease(age_s=3600)  # a run that died an hour ago: its lease is taken over
+    s = run_job([f"{base}/in"], out, cfg)
+    assert (s.processed, s.succeeded) == (2, 2)
+    assert s3_server.fs.get_file_info(lease_key).type.name == "NotFound"  # released at the end
