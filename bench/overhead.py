@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="also time the stream consumed directly / through "
                     "run_job's producer thread + queue, dropping pages at once or holding 512 documents")
     ap.add_argument("--profile", action="store_true", help="cProfile one job run (main thread) and print the top entries")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for the run_job side, e.g. run.batch_size=64 (repeatable)")
     args = ap.parse_args()
 
     cds = corpus(640)
@@ -113,7 +115,8 @@ def main() -> None:
     repeats = 1 if args.quick else 5
     manifest = write_manifest([d.path for d in cds], CACHE / "overhead" / "inputs.txt")
     docs = documents([d.path for d in cds])
-    cfg = job_config(schema="invoice", **{"rasterize.workers": WORKERS})
+    overrides = {k: int(v) if v.isdigit() else v for k, v in (kv.split("=", 1) for kv in args.set)}
+    cfg = job_config(schema="invoice", **{"rasterize.workers": WORKERS, **overrides})
     r = cfg.rasterize
     s = RasterSettings(dpi=r.dpi, min_pixels=r.min_pixels, max_pixels=r.max_pixels, max_pages=r.max_pages,
                        max_source_pixels=r.max_source_pixels, direct_scans=r.direct_scans)
