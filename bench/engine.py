@@ -152,7 +152,8 @@ def main() -> None:
             def close(self) -> None:
                 pass
 
-        for over in ({"rasterize.workers": 1}, {"run.batch_size": 16}, {"run.batch_size": 16, "prefetch": False},
+        for over in ({"run.first_batch_size": 256}, {"rasterize.workers": 1}, {"run.batch_size": 16},
+                     {"run.batch_size": 16, "prefetch": False},
                      {"rasterize.workers": 1, "run.batch_size": 16}):
             vcfg = cfg.model_copy(deep=True)
             for k, v in over.items():

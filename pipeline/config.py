@@ -100,6 +100,13 @@ class RunConfig(_Section):
         "quarter of it may wait rasterized ahead. Bounds memory: ~4 MB per page in this process at the "
         "default page budget, more inside the engine.",
     )
+    first_batch_size: int = Field(
+        16,
+        ge=1,
+        description="Documents in the first engine call; each later call doubles up to batch_size. The "
+        "engine starts after a few documents and the first results are written sooner; with the next batch "
+        "prefetched, small early batches cost the engine nothing.",
+    )
     lease_ttl_s: float = Field(
         600.0,
         gt=0,

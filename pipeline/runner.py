@@ -548,10 +548,12 @@ class Runner:
         try:
             carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
             exhausted = False
+            size = min(self.config.run.first_batch_size, self.config.run.batch_size)  # doubles each batch
             in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
                 while True:
-                    batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, timings, counts)
+                    batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, size, timings, counts)
+                    size = min(2 * size, self.config.run.batch_size)
                     if raster_failures:
                         commit([], raster_failures)
                     finished: tuple[list[_Pending], list[Generation]] | None = None
@@ -601,14 +603,15 @@ class Runner:
         items: Iterator[tuple[Document, RasterizedDoc | RasterError]],
         carry: list[_Pending],
         exhausted: bool,
+        size: int,
         timings: Counter[str],
         counts: Counter[str],
     ) -> tuple[list[_Pending], list[dict[str, Any]], bool, list[_Pending]]:
-        """Up to ``batch_size`` requests and ``max_batch_pages`` pages (carried ones first), the rasterize
+        """Up to ``size`` requests and ``max_batch_pages`` pages (carried ones first), the rasterize
         failures met on the way, whether the input is exhausted, and what is carried to the next batch
         (the document that would have overflowed the page budget)."""
         cfg = self.config
-        limit_docs, limit_pages = cfg.run.batch_size, cfg.run.max_batch_pages
+        limit_docs, limit_pages = size, cfg.run.max_batch_pages
         batch: list[_Pending] = []
         pages = 0
         spill: list[_Pending] = []

@@ -312,7 +312,7 @@ def test_batches_respect_the_page_budget(tmp_path):
         write_pdf(d / f"doc{i:02d}.pdf", pages=n, text=f"doc {i}")
     engine = ScriptedEngine(callback=lambda req: "{}")
     out = tmp_path / "out"
-    cfg = small_config(**{"run.batch_size": 8, "run.max_batch_pages": 7, "run.max_attempts": 1})
+    cfg = small_config(**{"run.batch_size": 8, "run.first_batch_size": 8, "run.max_batch_pages": 7, "run.max_attempts": 1})
     s = run_job([str(d)], out, cfg, engine=engine)
     assert s.inputs == 20 and s.succeeded + s.failed == 20
     docs_per_batch = [len(b) for b in engine.batches]
@@ -325,8 +325,14 @@ def test_batches_respect_the_page_budget(tmp_path):
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 20
     # without the page budget the same documents go in batches of 8
     engine2 = ScriptedEngine(callback=lambda req: "{}")
-    run_job([str(d)], tmp_path / "out2", small_config(**{"run.batch_size": 8, "run.max_attempts": 1}), engine=engine2)
+    cfg2 = small_config(**{"run.batch_size": 8, "run.first_batch_size": 8, "run.max_attempts": 1})
+    run_job([str(d)], tmp_path / "out2", cfg2, engine=engine2)
     assert [len(b) for b in engine2.batches] == [8, 8, 4]
+    # the first batches ramp up: 2, 4, then batch_size
+    engine3 = ScriptedEngine(callback=lambda req: "{}")
+    cfg3 = small_config(**{"run.batch_size": 8, "run.first_batch_size": 2, "run.max_attempts": 1})
+    run_job([str(d)], tmp_path / "out3", cfg3, engine=engine3)
+    assert [len(b) for b in engine3.batches] == [2, 4, 8, 6]
 
 
 def test_rerun_identifies_unchanged_inputs_from_the_identity_cache(corpus, tmp_path):
