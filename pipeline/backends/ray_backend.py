@@ -167,6 +167,9 @@ class _EngineActor:
     def __init__(self, config: EngineConfig):
         self.engine: Any = None
         self.error: str | None = None
+        # The actor takes two calls at once so that a prefetch reaches the engine during a generate;
+        # everything else holds this lock: an engine is driven by one thread at a time.
+        self._busy = threading.Lock()
         try:
             self.engine = load_engine(config)
         except Exception as e:  # reported by ready(), so the driver can say why
@@ -184,7 +187,8 @@ class _EngineActor:
     def abort_pending(self) -> None:
         abort = getattr(self.engine, "abort_pending", None)
         if callable(abort):
-            abort()
+            with self._busy:
+                abort()
 
     def counters(self) -> dict[str, int]:
         """The engine's own counters, if it keeps any (for tests and logs)."""
@@ -193,7 +197,8 @@ class _EngineActor:
 
     def generate(self, requests: list[Request]) -> list[Generation]:
         try:
-            return self.engine.generate(requests)
+            with self._busy:
+                return self.engine.generate(requests)
         except Exception as e:
             if is_dead(e):  # the engine is gone: end the process, Ray restarts the actor and retries
                 log.error("engine died in its actor (%s); exiting for Ray to restart it", e)
@@ -202,7 +207,8 @@ class _EngineActor:
 
     def close(self) -> None:
         if self.engine is not None:
-            self.engine.close()
+            with self._busy:
+                self.engine.close()
 
 
 class RayEngine:
@@ -244,6 +250,7 @@ class RayEngine:
         self._chunk_refs: dict[tuple[str, ...], Any] = {}  # uids of a prefetched chunk -> its object ref
         self._lock = threading.Lock()  # prefetch comes from the runner's main thread, generate from its engine thread
         self.reused_chunks = 0
+        self.prefetch_calls: list[Any] = []  # the actors' prefetch calls (fire and forget; kept for tests)
 
     def start(self) -> None:
         """Create the actors and wait until every engine is loaded.  Raises ``EngineLoadError``."""
@@ -299,7 +306,8 @@ class RayEngine:
                 self._chunk_refs[tuple(r.uid for r in chunk)] = ref
                 while len(self._chunk_refs) > 4 * len(self.actors):  # never collected (a retry split otherwise)
                     self._chunk_refs.pop(next(iter(self._chunk_refs)))
-            actor.prefetch.remote(ref)
+            self.prefetch_calls.append(actor.prefetch.remote(ref))
+        del self.prefetch_calls[: -4 * len(self.actors)]  # only the last few are kept (tests wait on them)
 
     def abort_pending(self) -> None:
         import ray
@@ -325,11 +333,15 @@ class RayEngine:
             refs.append(actor.generate.remote(chunk if ref is None else ref))
         try:
             results = ray.get(refs)
-        except ray.exceptions.RayTaskError as e:
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            # One actor failed; the others may still be generating. Let them finish before the error goes
+            # up, so that a retry never overlaps them.
+            with contextlib.suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=self.start_timeout_s)
+            if isinstance(e, ray.exceptions.RayActorError):
+                raise EngineDead(f"engine actor died: {e}") from e
             cause = getattr(e, "cause", None)
             raise (cause if isinstance(cause, BaseException) else e) from None
-        except ray.exceptions.RayActorError as e:
-            raise EngineDead(f"engine actor died: {e}") from e
         return [g for chunk in results for g in chunk]
 
     def close(self) -> None:
