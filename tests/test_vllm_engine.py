@@ -237,3 +237,14 @@ def test_cli_run_with_vllm_engine_from_the_shell(tiny_model, docs, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "9 documents: 8 extracted, 1 failed" in r.stderr
+
+
+def test_a_prefetch_that_arrives_after_its_batch_was_answered_is_ignored(engine):
+    # On Ray the prefetch call can reach the actor after generate() has already done the batch.
+    g = _tiny_requests("g", 2)
+    added = engine.added
+    engine.generate(g)
+    engine.prefetch(g)  # late
+    engine.generate(_tiny_requests("h", 1))  # takes the prefetched batch in: nothing to add
+    assert engine.added == added + 3
+    assert not engine.llm.llm_engine.has_unfinished_requests()

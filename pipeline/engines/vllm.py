@@ -173,6 +173,7 @@ class VLLMEngine:
         self._in_flight: dict[str, tuple[Request, str, float]] = {}  # vLLM request id -> (request, internal id, added)
         self._in_flight_uids: set[str] = set()  # Request.uid of the requests in flight
         self._done: dict[str, Generation] = {}  # Request.uid -> answer not yet collected by generate()
+        self._collected: dict[str, None] = {}  # uids answered and collected lately (ordered: oldest first)
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -203,6 +204,9 @@ class VLLMEngine:
         answers = [self._done[r.uid] for r in requests]
         for r in requests:
             self._done.pop(r.uid, None)
+            self._collected[r.uid] = None
+        while len(self._collected) > 8192:  # enough to outlive any late prefetch of a batch
+            self._collected.pop(next(iter(self._collected)))
         return answers
 
     def _is_done(self, r: Request) -> bool:
@@ -220,8 +224,8 @@ class VLLMEngine:
     def _add(self, r: Request) -> None:
         """Add one request unless it is in flight or answered; a request vLLM rejects is answered
         with ``request_invalid`` (its own row), an engine failure raises."""
-        if r.uid in self._in_flight_uids or self._is_done(r):
-            return
+        if r.uid in self._in_flight_uids or self._is_done(r) or r.uid in self._collected:
+            return  # in flight, answered, or answered and collected (a prefetch that arrived late)
         try:
             ids = self.llm.enqueue_chat([to_vllm_messages(r)], sampling_params=[sampling_params(r)], use_tqdm=False)
         except Exception as e:
