@@ -302,7 +302,8 @@ class Runner:
         quarantined: list[str] = []
         try:
             reconciled = reconcile(self.out_dir, quarantined)  # a crash may have left a superseded row behind
-        except OSError as e:
+            done, failed_before = (set(), {}) if force else finished_docs(self.out_dir, self.run_key, strict=True)
+        except (OSError, pa.ArrowException, ValueError) as e:
             raise CouldNotStart(f"cannot read the existing output in {self.out_dir}: {e}") from e
         if reconciled:
             summary.warnings.append(f"removed {reconciled} superseded row(s) left by an earlier run")
@@ -310,7 +311,6 @@ class Runner:
             summary.warnings.append(
                 f"{q} is not a readable Parquet part: moved to _quarantine/; its documents are processed again"
             )
-        done, failed_before = (set(), {}) if force else finished_docs(self.out_dir, self.run_key)
 
         def already(doc_id: str) -> bool:
             if doc_id in done:
@@ -401,7 +401,9 @@ class Runner:
             from pipeline.lease import Lease, LeaseHeld
 
             try:
-                self._lease = Lease(str(self.out_dir), self.run_id, ttl_s=self.config.run.lease_ttl_s).acquire()
+                self._lease = Lease(
+                    str(self.out_dir), self.run_id, ttl_s=self.config.run.lease_ttl_s, on_lost=lambda why: self.stop()
+                ).acquire()
             except LeaseHeld as e:
                 raise CouldNotStart(str(e)) from None
             except OSError as e:
@@ -558,7 +560,10 @@ class Runner:
                         commit([], raster_failures)
                     finished: tuple[list[_Pending], list[Generation]] | None = None
                     if in_flight is not None and batch and not self._stop.is_set() and prefetch is not None:
-                        prefetch([p.request for p in batch])  # the engine starts on it as soon as it has room
+                        try:  # the engine starts on it as soon as it has room
+                            prefetch([p.request for p in batch])
+                        except Exception as e:  # only an optimisation: generate() sends the batch anyway
+                            log.warning("could not hand the next batch to the engine early: %s", e)
                     if in_flight is not None:
                         prev, fut, _ = in_flight
                         in_flight = None
@@ -669,6 +674,9 @@ class Runner:
         rows: list[tuple[_Pending, Generation, dict[str, Any]]] = []
         failed: list[tuple[_Pending, Failure]] = []
         for p, gen in zip(batch, gens, strict=True):
+            if gen.doc_id != p.rdoc.document.doc_id:  # an engine bug; never commit one document's answer for another
+                gen = Generation(p.rdoc.document.doc_id, "", "error", error=f"engine answered for {gen.doc_id!r} "
+                                 "in this document's place", error_type=ErrorType.ENGINE_ERROR)
             if gen.finish_reason == "abort":
                 continue  # the engine was stopped under this request: not attempted, stays pending
             p.attempts += 1

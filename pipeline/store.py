@@ -376,29 +376,63 @@ def new_run_id() -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_columns(directory: Path | str, columns: list[str]) -> pa.Table | None:
-    files = _parts(directory, "*.parquet")
+class DamagedPart(ValueError):
+    """A part whose bytes can be read but are not a Parquet table with our columns."""
+
+
+def _read_part_strict(location: Path | str, columns: list[str]) -> pa.Table:
+    """Read ``columns`` of one part.  Raises ``DamagedPart`` when the file is readable but damaged (or
+    lacks a column), ``OSError`` when it cannot be read at all.  pyarrow reports some damage (a bad
+    footer, a corrupt page) as ``OSError`` too, so an ``OSError`` is told apart by reading the raw bytes
+    and parsing them again: if the bytes come but do not parse, the part is damaged; if they parse, the
+    first error was passing and the table is used."""
+    try:
+        t = _read_parquet(location, columns=columns)
+    except pa.ArrowInvalid as e:
+        raise DamagedPart(str(e)) from e
+    except OSError as first:
+        if getattr(first, "errno", None) is not None:
+            raise  # a real I/O error (permissions, missing, network): not the file's fault
+        data = fs.read_bytes(location)  # OSError here: cannot be read at all
+        try:
+            t = pq.read_table(pa.BufferReader(data), columns=columns)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DamagedPart(str(e)) from e
+    missing = [c for c in columns if c not in t.column_names]
+    if missing:
+        raise DamagedPart(f"no column(s) {missing}")
+    return t
+
+
+def _read_columns(directory: Path | str, columns: list[str], strict: bool = False) -> pa.Table | None:
+    """The columns of every part in a directory.  Readers (status, inspect) skip what they cannot read;
+    a run (``strict``: only our ``part-*`` files, which ``reconcile`` has checked) must not: it would take
+    those documents for undone."""
+    files = _parts(directory, "part-*.parquet" if strict else "*.parquet")
     if not files:
         return None
     tables = []
     for f in files:
         try:
-            tables.append(_read_parquet(f, columns=columns))
-        except (pa.ArrowInvalid, OSError):
+            tables.append(_read_part_strict(f, columns) if strict else _read_parquet(f, columns=columns))
+        except (pa.ArrowInvalid, OSError, DamagedPart):
+            if strict:
+                raise
             continue  # not one of ours, or unreadable: never fatal for a reader
     return pa.concat_tables(tables) if tables else None
 
 
-def finished_docs(out_dir: Path | str, run_key: str) -> tuple[set[str], dict[str, str]]:
-    """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``."""
+def finished_docs(out_dir: Path | str, run_key: str, strict: bool = False) -> tuple[set[str], dict[str, str]]:
+    """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``.  ``strict``: a part
+    that cannot be read raises (a run must not take its documents for undone)."""
     done: set[str] = set()
     failed: dict[str, str] = {}
-    t = _read_columns(fs.join(out_dir, "results"), ["doc_id", "run_key"])
+    t = _read_columns(fs.join(out_dir, "results"), ["doc_id", "run_key"], strict)
     if t is not None:
         for d, k in zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist()):
             if k == run_key:
                 done.add(d)
-    t = _read_columns(fs.join(out_dir, "failures"), ["doc_id", "run_key", "error_type"])
+    t = _read_columns(fs.join(out_dir, "failures"), ["doc_id", "run_key", "error_type"], strict)
     if t is not None:
         cols = zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist(), t.column("error_type").to_pylist())
         for d, k, e in cols:
@@ -471,17 +505,17 @@ def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
     for key, f in parts:
         cols = ["doc_id", "source_path"] + (["error_type"] if key[1] == "failures" else [])
         try:
-            t = _read_parquet(f, columns=cols)
-        except (pa.ArrowInvalid, KeyError) as e:
+            t = _read_part_strict(f, cols)
+            ids = t.column("doc_id").to_pylist()
+            paths = t.column("source_path").to_pylist()
+            etypes = t.column("error_type").to_pylist() if key[1] == "failures" else [None] * len(ids)
+        except DamagedPart as e:
             dest = fs.join(out_dir, "_quarantine", key[1], key[0])
             log.warning("%s is not a readable part (%s): moved to %s", f, e, dest)
             fs.move(f, dest)
             if quarantined is not None:
                 quarantined.append(str(f))
             continue
-        ids = t.column("doc_id").to_pylist()
-        paths = t.column("source_path").to_pylist()
-        etypes = t.column("error_type").to_pylist() if key[1] == "failures" else [None] * len(ids)
         prios = [0 if e in retryable else 1 for e in etypes]
         ids_by_part[f] = (key, ids, prios)
         for i, (doc_id, path, prio) in enumerate(zip(ids, paths, prios)):

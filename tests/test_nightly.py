@@ -339,3 +339,29 @@ def test_output_part_that_cannot_be_read_stops_the_run_before_writing(tmp_path, 
     monkeypatch.setattr(store, "_read_parquet", real)
     assert sorted(p.name for p in (out / "results").iterdir()) == before  # nothing written, nothing moved
     assert not (out / "_quarantine").exists()
+
+
+def test_bit_rot_inside_a_part_and_a_part_missing_columns_are_quarantined(tmp_path):
+    # pyarrow reports a damaged page or footer as OSError (not ArrowInvalid): still damage, not an
+    # I/O error, so the part is moved aside rather than stopping every later run.
+    make_docs(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    cfg = small_config(**{"run.batch_size": 2})
+    engine = ScriptedEngine(callback=lambda r: invoice_truth(), record=False)
+    run_job([str(tmp_path / "in")], out, cfg, engine=engine)
+    parts = sorted((out / "results").glob("part-*.parquet"))
+    assert len(parts) == 3
+    data = bytearray(parts[0].read_bytes())
+    for i in range(len(data) - 200, len(data) - 12):  # scribble over the footer, keep the magic bytes
+        data[i] ^= 0x5A
+    parts[0].write_bytes(bytes(data))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"doc_id": ["x"]}), parts[1])  # a stranger's table named like a part
+    again = run_job([str(tmp_path / "in")], out, cfg, engine=engine)
+    moved = sorted(p.name for p in (out / "_quarantine" / "results").iterdir())
+    assert moved == sorted([parts[0].name, parts[1].name])
+    assert again.processed == 4 and again.skipped == 2
+    rows = all_rows(out)
+    assert len(rows) == 6 == len({d for d, _ in rows})
