@@ -3,7 +3,9 @@
 A local output directory is guarded by ``flock`` (see ``Runner._lock_output``).  An object store has
 no locks, so a run writes ``_state/lease.json`` (its run id, host, pid, heartbeat time), checks after a
 pause that the lease it reads back is still its own (two runs that start together: the last writer
-keeps it, the other stops), and refreshes the heartbeat from a background thread.  A run that finds
+keeps it, the other stops), and refreshes the heartbeat from a background thread, reading the lease
+before each refresh: a run that finds another run's id there (a racing start whose write landed late,
+or a takeover after its own heartbeat stalled) is told and stops after its current batch.  A run that finds
 another run's lease with a fresh heartbeat does not start (exit 2, saying whose it is); a lease whose
 heartbeat is older than ``ttl_s`` was left by a run that died and is taken over.  The lease is deleted
 when the run ends.
@@ -21,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import fs
@@ -28,6 +31,7 @@ from pipeline import fs
 log = logging.getLogger(__name__)
 
 PARTS = ("_state", "lease.json")
+FIRST_CHECK_S = 5.0
 
 
 class LeaseHeld(RuntimeError):
@@ -35,11 +39,20 @@ class LeaseHeld(RuntimeError):
 
 
 class Lease:
-    def __init__(self, out_dir: str, run_id: str, ttl_s: float = 600.0, settle_s: float = 0.5):
+    def __init__(
+        self,
+        out_dir: str,
+        run_id: str,
+        ttl_s: float = 600.0,
+        settle_s: float = 0.5,
+        on_lost: Callable[[str], None] | None = None,
+    ):
         self.location = fs.join(out_dir, *PARTS)
         self.run_id = run_id
         self.ttl_s = ttl_s
         self.settle_s = settle_s
+        self.on_lost = on_lost  # called (from the heartbeat thread) if another run took the lease over
+        self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -89,8 +102,11 @@ class Lease:
         held = self._held_by_other(self._read())
         if held:
             raise LeaseHeld(held)
+        t0 = time.monotonic()
         self._write()
-        time.sleep(self.settle_s)  # a run that read "free" at the same moment has written by now
+        # A run that read "free" at the same moment has written by now: its read-to-write gap is about
+        # one write, so wait at least twice as long as ours took (slow stores take longer).
+        time.sleep(max(self.settle_s, 2 * (time.monotonic() - t0)))
         held = self._held_by_other(self._read())
         if held:
             raise LeaseHeld(held)
@@ -99,10 +115,22 @@ class Lease:
         return self
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.ttl_s / 4):
+        wait = min(self.ttl_s / 4, FIRST_CHECK_S)  # soon after starting: a racing run's slow write lands late
+        while not self._stop.wait(wait):
+            wait = self.ttl_s / 4
             try:
+                lease = self._read()
+                if lease is not None and lease.get("run_id") != self.run_id:
+                    self.lost = (
+                        f"run {lease.get('run_id')} on {lease.get('host')} took the lease of {self.location} over "
+                        "(this run's heartbeat had stopped for longer than its ttl)"
+                    )
+                    log.error("%s", self.lost)
+                    if self.on_lost is not None:
+                        self.on_lost(self.lost)
+                    return
                 self._write()
-            except OSError as e:  # the run goes on; a second run may take over once the lease looks dead
+            except Exception as e:  # the run goes on; a second run may take over once the lease looks dead
                 log.warning("could not refresh the lease %s: %s", self.location, e)
 
     def release(self) -> None:

@@ -56,3 +56,54 @@ def test_heartbeat_keeps_the_lease_fresh_and_a_dead_run_is_taken_over(tmp_path):
     assert json.loads((tmp_path / "_state" / "lease.json").read_text())["run_id"] == "run-b"
     b.release()
     assert not (tmp_path / "_state" / "lease.json").exists()
+
+
+def test_a_run_whose_lease_was_taken_over_is_told_and_stops_beating(tmp_path):
+    lost = []
+    a = Lease(str(tmp_path), "run-a", ttl_s=0.4, settle_s=0.05, on_lost=lost.append).acquire()
+    # run-b takes over (as after run-a's heartbeat stopped for longer than the ttl)
+    (tmp_path / "_state" / "lease.json").write_text(json.dumps({"run_id": "run-b", "host": "h2", "pid": 7,
+                                                                "heartbeat_at": "2999-01-01T00:00:00+00:00"}))
+    time.sleep(0.3)  # past a heartbeat (every ttl/4)
+    assert lost and "run-b" in lost[0] and a.lost
+    assert json.loads((tmp_path / "_state" / "lease.json").read_text())["run_id"] == "run-b"  # not overwritten
+    a.release()
+    assert (tmp_path / "_state" / "lease.json").exists()  # run-b's lease stays
+
+
+def test_a_racing_start_whose_write_lands_late_is_caught_by_the_first_heartbeat(tmp_path, monkeypatch):
+    # run-1's store is slow: it read "free" together with run-0, but its write lands after run-0 read
+    # its own lease back, so both start. run-0's first heartbeat reads run-1's id and tells run-0 to stop.
+    from pipeline import lease as lease_mod
+
+    real = lease_mod.fs.write_bytes_atomic
+    monkeypatch.setattr(lease_mod, "FIRST_CHECK_S", 0.3)
+
+    def write(location, data, tmp_dir=None):
+        if b"run-1" in data:
+            time.sleep(0.4)
+        real(location, data, tmp_dir)
+
+    monkeypatch.setattr(lease_mod.fs, "write_bytes_atomic", write)
+    barrier = threading.Barrier(2)
+    told: list[str] = []
+    held: dict[str, Lease] = {}
+
+    def start(run_id):
+        lease = Lease(str(tmp_path), run_id, ttl_s=1.2, settle_s=0.05, on_lost=lambda why, r=run_id: told.append(r))
+        barrier.wait()
+        try:
+            held[run_id] = lease.acquire()
+        except LeaseHeld:
+            pass
+
+    threads = [threading.Thread(target=start, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(1.5)  # a few heartbeats (every ttl/4 = 0.3 s)
+    still = [r for r in held if r not in told]
+    assert len(still) == 1, (list(held), told)
+    for lease in held.values():
+        lease.release()
