@@ -56,13 +56,19 @@ def child(pages: int, max_pixels: int) -> None:
     shutil.rmtree(out, ignore_errors=True)
     cfg = job_config(schema="invoice", **{"rasterize.max_pixels": max_pixels, "rasterize.workers": 2})
     engine = InstantEngine(base)  # copies have other doc_ids: every answer is the same valid invoice
+    import resource
+
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     with RssSampler() as rss:
         s = run_job([str(manifest)], out, cfg, engine=engine, handle_signals=False)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"pages_target": pages, "files": files, "docs": s.processed, "pages": s.pages, "ok": s.succeeded,
                       "wall": wall, "peak_total": rss.peak_total, "peak_main": rss.peak_main,
-                      "peak_children": rss.peak_children, "samples": rss.samples}))
+                      "peak_children": rss.peak_children, "samples": rss.samples,
+                      "main_user_s": r1.ru_utime - r0.ru_utime, "main_sys_s": r1.ru_stime - r0.ru_stime,
+                      "main_minflt": r1.ru_minflt - r0.ru_minflt}))
 
 
 def main() -> None:
@@ -88,9 +94,11 @@ def main() -> None:
             raise SystemExit(f"child {p} failed:\n{r.stderr[-3000:]}")
         res[p] = json.loads(r.stdout.strip().splitlines()[-1])
     rows = [[f"{res[p]['pages']:,} pages ({res[p]['docs']:,} docs)", round(res[p]["wall"], 1),
-             round(mib(res[p]["peak_total"])), round(mib(res[p]["peak_main"])), round(mib(res[p]["peak_children"]))]
+             round(mib(res[p]["peak_total"])), round(mib(res[p]["peak_main"])), round(mib(res[p]["peak_children"])),
+             round(res[p]["main_user_s"], 2), round(res[p]["main_sys_s"], 2), res[p]["main_minflt"]]
             for p in (small, big)]
-    print(table(rows, ["run", "wall s", "peak RSS total MiB", "main MiB", "children MiB"]))
+    print(table(rows, ["run", "wall s", "peak RSS total MiB", "main MiB", "children MiB", "main user s", "main sys s",
+                       "main minor faults"]))
     ratio = res[big]["peak_total"] / res[small]["peak_total"]
     ratio_main = res[big]["peak_main"] / res[small]["peak_main"]
     print(f"\npeak RSS ratio {res[big]['pages']:,} / {res[small]['pages']:,} pages: total {ratio:.3f}x, "
