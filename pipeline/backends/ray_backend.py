@@ -35,7 +35,7 @@ import numpy as np
 
 import pipeline
 from pipeline.config import EngineConfig, JobConfig
-from pipeline.engines.base import EngineLoadError, load_engine
+from pipeline.engines.base import EngineLoadError, load_engine, optional_method
 from pipeline.engines.resilient import EngineDead, is_dead
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import Document, ErrorType, Generation, RasterizedDoc, Request
@@ -180,20 +180,18 @@ class _EngineActor:
 
     def prefetch(self, requests: list[Request]) -> None:
         """Runs beside ``generate`` (the actor takes two calls at once): hands the next chunk to the engine."""
-        prefetch = getattr(self.engine, "prefetch", None)
-        if callable(prefetch):
+        if prefetch := optional_method(self.engine, "prefetch"):
             prefetch(requests)
 
     def abort_pending(self) -> None:
-        abort = getattr(self.engine, "abort_pending", None)
-        if callable(abort):
+        if abort := optional_method(self.engine, "abort_pending"):
             with self._busy:
                 abort()
 
     def counters(self) -> dict[str, int]:
         """The engine's own counters, if it keeps any (for tests and logs)."""
-        counters = getattr(self.engine, "counters", None)
-        return dict(counters()) if callable(counters) else {}
+        counters = optional_method(self.engine, "counters")
+        return dict(counters()) if counters else {}
 
     def generate(self, requests: list[Request]) -> list[Generation]:
         try:

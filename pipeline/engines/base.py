@@ -8,8 +8,8 @@ rest.  It may raise for the whole batch only when the engine itself is broken.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from pipeline.config import EngineConfig
 from pipeline.records import Generation, Request
@@ -32,6 +32,13 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def optional_method(engine: object, name: str) -> Callable[..., Any] | None:
+    """One of an engine's optional methods (``prefetch``, ``abort_pending``, ``counters``), or None
+    when this engine has none: wrappers pass them on, and callers skip them, through this."""
+    method = getattr(engine, name, None)
+    return method if callable(method) else None
 
 
 def load_engine(config: EngineConfig) -> Engine:

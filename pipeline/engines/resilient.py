@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pipeline.engines.base import Engine
+from pipeline.engines.base import Engine, optional_method
 from pipeline.records import ErrorType, Generation, Request
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,11 @@ class ResilientEngine:
 
     def prefetch(self, requests: Sequence[Request]) -> None:
         """Pass the next batch on to an engine that can take it early (see ``VLLMEngine.prefetch``)."""
-        prefetch = getattr(self.engine, "prefetch", None)
-        if callable(prefetch):
+        if prefetch := optional_method(self.engine, "prefetch"):
             prefetch(requests)
 
     def abort_pending(self) -> None:
-        abort = getattr(self.engine, "abort_pending", None)
-        if callable(abort):
+        if abort := optional_method(self.engine, "abort_pending"):
             abort()
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
