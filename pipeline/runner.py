@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pipeline import __version__, fs
 from pipeline.config import JobConfig, stable_hash
 from pipeline.discover import Discovered, IdentityCache, discover
-from pipeline.engines.base import Engine, load_engine
+from pipeline.engines.base import Engine, load_engine, optional_method
 from pipeline.engines.resilient import EngineUnavailable, ResilientEngine
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for, reask_request
 from pipeline.rasterize import RasterError, RasterSettings
@@ -546,12 +546,26 @@ class Runner:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         self.progress.stage = "extracting"
-        prefetch: Callable[[list[Request]], None] | None = getattr(engine, "prefetch", None)
+        prefetch = optional_method(engine, "prefetch")
         try:
             carry: list[_Pending] = []  # re-asks and a document that did not fit the last batch
             exhausted = False
             size = min(self.config.run.first_batch_size, self.config.run.batch_size)  # doubles each batch
-            in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]], float] | None = None
+            in_flight: tuple[list[_Pending], Future[tuple[list[Generation], float]]] | None = None
+
+            def collect(
+                flight: tuple[list[_Pending], Future[tuple[list[Generation], float]]],
+            ) -> tuple[list[_Pending], list[Generation]] | None:
+                """The answers of the batch in flight, or None when the engine died (the run stops)."""
+                prev, fut = flight
+                try:
+                    gens, busy = fut.result()
+                except EngineUnavailable as e:
+                    self._engine_died(str(e))
+                    return None
+                timings["engine"] += busy
+                return prev, gens
+
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docextract-engine") as pool:
                 while True:
                     batch, raster_failures, exhausted, carry = self._assemble(items, carry, exhausted, size, timings, counts)
@@ -565,37 +579,25 @@ class Runner:
                         except Exception as e:  # only an optimisation: generate() sends the batch anyway
                             log.warning("could not hand the next batch to the engine early: %s", e)
                     if in_flight is not None:
-                        prev, fut, _ = in_flight
-                        in_flight = None
-                        try:
-                            gens, busy = fut.result()
-                        except EngineUnavailable as e:
-                            self._engine_died(str(e))
-                            return  # this batch and everything after it stay pending
-                        timings["engine"] += busy
-                        finished = (prev, gens)
+                        finished, in_flight = collect(in_flight), None
+                        if finished is None:
+                            return  # the engine died: this batch and everything after it stay pending
                     if batch and not self._stop.is_set():
-                        requests = [p.request for p in batch]
-                        in_flight = (batch, pool.submit(self._timed_generate, engine, requests), time.perf_counter())
+                        in_flight = (batch, pool.submit(self._timed_generate, engine, [p.request for p in batch]))
                     if finished is not None:
                         carry += self._validate_and_commit(*finished, commit, timings, counts)
                     if self._stop.is_set():
                         if in_flight is not None:  # finish the batch the engine has, then stop
-                            prev, fut, _ = in_flight
-                            try:
-                                gens, busy = fut.result()
-                            except EngineUnavailable as e:
-                                self._engine_died(str(e))
+                            last = collect(in_flight)
+                            if last is None:
                                 return
-                            timings["engine"] += busy
-                            self._validate_and_commit(prev, gens, commit, timings, counts)
+                            self._validate_and_commit(*last, commit, timings, counts)
                         # Not committed, so pending for the next run: re-asks, and answers the stop aborted.
                         return
                     if exhausted and not carry and in_flight is None:
                         return
         finally:
-            abort = getattr(engine, "abort_pending", None)  # a stop may leave a prefetched batch behind
-            if callable(abort):
+            if abort := optional_method(engine, "abort_pending"):  # a stop may leave a prefetched batch behind
                 abort()
 
     def _engine_died(self, why: str) -> None:
