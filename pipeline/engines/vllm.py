@@ -212,14 +212,18 @@ class VLLMEngine:
     def _is_done(self, r: Request) -> bool:
         return r.uid in self._done
 
-    def _add_prefetched(self) -> None:
+    def _take_prefetched(self) -> list[Request]:
+        """Every request handed over by ``prefetch`` since the last call, in order."""
+        out: list[Request] = []
         while True:
             try:
-                batch = self._prefetched.get_nowait()
+                out.extend(self._prefetched.get_nowait())
             except queue.Empty:
-                return
-            for r in batch:
-                self._add(r)
+                return out
+
+    def _add_prefetched(self) -> None:
+        for r in self._take_prefetched():
+            self._add(r)
 
     def _add(self, r: Request) -> None:
         """Add one request unless it is in flight or answered; a request vLLM rejects is answered
@@ -268,11 +272,7 @@ class VLLMEngine:
         internal = [i for _, i, _ in self._in_flight.values()]
         self._in_flight.clear()
         self._in_flight_uids.clear()
-        while True:  # prefetched batches are not added now; their generate() adds them
-            try:
-                self._prefetched.get_nowait()
-            except queue.Empty:
-                break
+        self._take_prefetched()  # dropped: prefetched batches are not added now; their generate() adds them
         if internal and self.llm is not None:
             try:
                 self.llm.llm_engine.abort_request(internal, internal=True)
@@ -283,9 +283,8 @@ class VLLMEngine:
         llm = getattr(self, "llm", None)
         if llm is None:
             return
-        self._abort_in_flight()
+        self.abort_pending()
         self.llm = None
-        self._done.clear()
         try:
             engine = getattr(llm, "llm_engine", None)
             shutdown = getattr(engine, "shutdown", None)
