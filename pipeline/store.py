@@ -278,12 +278,7 @@ def _to_string(value: Any) -> str:
 
 def model_row(instance: BaseModel, schema: pa.Schema) -> dict[str, Any]:
     data = instance.model_dump(mode="python")
-    row = {}
-    for name in type(instance).model_fields:
-        v = data.get(name)
-        conv = arrow_converter(schema.field(name).type)
-        row[name] = v if conv is None or v is None else conv(v)
-    return row
+    return {name: to_arrow_value(data.get(name), schema.field(name).type) for name in type(instance).model_fields}
 
 
 # --------------------------------------------------------------------------- writing
