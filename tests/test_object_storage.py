@@ -50,6 +50,15 @@ def add_invoices(d: Path, start: int, n: int) -> None:
         (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": invoice_truth(i + 1)}))
 
 
+def bucket_job(s3: S3Server, tmp_path: Path, n: int) -> tuple[Path, str, str, Any]:
+    """``n`` invoices made locally and uploaded under a fresh prefix: (local dir, prefix, output URI, config)."""
+    d = tmp_path / "in"
+    add_invoices(d, 0, n)
+    base = s3.prefix()
+    s3.upload_dir(d, f"{base}/in")
+    return d, base, f"{base}/out", scripted_config(d)
+
+
 def check_corpus_output(s3: S3Server, out: str, corpus: dict[str, Any]) -> None:
     """Exactly one row per document, typed values equal to the truth, failures as expected."""
     ids = doc_ids(s3, out)
@@ -88,12 +97,7 @@ def test_local_run_from_s3_to_s3_exactly_once_with_typed_values(s3_server, corpu
 
 
 def test_resume_and_force_on_s3(s3_server, tmp_path):
-    d = tmp_path / "in"
-    add_invoices(d, 0, 3)
-    base = s3_server.prefix()
-    s3_server.upload_dir(d, f"{base}/in")
-    out = f"{base}/out"
-    cfg = scripted_config(d)
+    d, base, out, cfg = bucket_job(s3_server, tmp_path, 3)
     first = run_job([f"{base}/in"], out, cfg)
     assert (first.processed, first.succeeded) == (3, 3)
     add_invoices(d, 3, 2)  # the nightly folder grew
@@ -155,12 +159,7 @@ def test_ray_backend_from_s3_to_s3(s3_server, ray_cluster, corpus):
 def test_a_second_run_on_the_same_bucket_output_does_not_start(s3_server, tmp_path):
     import datetime as dt
 
-    d = tmp_path / "in"
-    add_invoices(d, 0, 2)
-    base = s3_server.prefix()
-    s3_server.upload_dir(d, f"{base}/in")
-    out = f"{base}/out"
-    cfg = scripted_config(d)
+    _, base, out, cfg = bucket_job(s3_server, tmp_path, 2)
     lease_key = out.removeprefix("s3://") + "/_state/lease.json"
 
     def put_lease(age_s):
