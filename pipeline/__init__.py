@@ -4,6 +4,18 @@ Python API::
 
     from pipeline import load_config, run_job
     summary = run_job(["invoices/"], "out/", load_config("configs/invoice.toml"))
+
+A run, stage by stage (``pipeline/runner.py`` strings them together):
+
+1. discover (``sources``, ``discover``): inputs -> Documents, id = SHA-256 of the bytes;
+2. skip (``output``): documents the output already holds under the run key;
+3. rasterize (``sources``, ``workers``, ``rasterize``): pages on the 28-px grid, in worker processes;
+4. prompt (``batching``, ``prompts``): one chat request per document, batched;
+5. infer (``extract``, ``engines/``): vLLM, fed continuously; retries in ``engines/resilient``;
+6. validate (``extract``, ``validate``): Pydantic + business rules, re-asks;
+7. write (``rows``, ``columns``, ``store``, ``output``, ``manifest``): atomic Parquet parts, run.json.
+
+Where the work runs (local worker pool, stage directory, Ray) is chosen in ``backends``.
 """
 
 __version__ = "0.1.0"
@@ -14,6 +26,10 @@ def __getattr__(name: str):  # lazy: keep `import pipeline` cheap for worker pro
         from pipeline import runner
 
         return getattr(runner, name)
+    if name == "status":
+        from pipeline.status import status
+
+        return status
     if name in ("load_config", "JobConfig", "ConfigError"):
         from pipeline import config
 

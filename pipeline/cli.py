@@ -17,7 +17,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from pipeline.config import ConfigError, JobConfig, load_config
-from pipeline.runner import EXIT_COULD_NOT_START, EXIT_OK, CouldNotStart, Progress, RunSummary
+from pipeline.errors import CouldNotStart
+from pipeline.summary import EXIT_COULD_NOT_START, EXIT_OK, Progress, RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
 err = typer.echo
@@ -122,29 +123,9 @@ def _execute(
     try:
         if bar is not None:
             bar.start()
-        if cfg.backend == "ray":
-            if stage_dir is not None:
-                _fail("extract from a stage directory runs on the local backend only")
-            from pipeline.backends.ray_backend import run_ray
-
-            r = cfg.ray
-            summary = run_ray(
-                inputs,
-                out,
-                cfg,
-                ray_address=r.address,
-                num_engine_actors=r.engine_actors,
-                gpus_per_actor=r.gpus_per_actor,
-                cpus_per_actor=r.cpus_per_actor,
-                docs_per_task=r.docs_per_task,
-                force=force,
-                retry_failed=retry_failed,
-                on_progress=update,
-            )
-        else:
-            summary = run_job(
-                inputs, out, cfg, force=force, retry_failed=retry_failed, on_progress=update, stage_dir=stage_dir
-            )
+        summary = run_job(
+            inputs, out, cfg, force=force, retry_failed=retry_failed, on_progress=update, stage_dir=stage_dir
+        )
     except CouldNotStart as e:
         if bar is not None:
             bar.stop()
@@ -293,7 +274,7 @@ def status_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Done, failed (by type) and pending documents under the current run key."""
-    from pipeline.runner import status
+    from pipeline.status import status
 
     cfg = _config(config) if config else None
     try:

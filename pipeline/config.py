@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.errors import ConfigError
+
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 PATCH = 28  # Qwen2.5-VL: 14 px patches merged 2x2
 
 
-class ConfigError(ValueError):
-    """The job configuration is invalid; the message names the key."""
 
 
 class _Section(BaseModel):

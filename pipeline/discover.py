@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import InputError
 from pipeline import fs
 from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
 
@@ -40,8 +41,6 @@ _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
-    """An input argument cannot be used at all (missing path, bad manifest)."""
 
 
 def sniff(head: bytes) -> DocKind:

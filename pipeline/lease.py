@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline import fs
+from pipeline.errors import LeaseHeld
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ PARTS = ("_state", "lease.json")
 FIRST_CHECK_S = 5.0
 
 
-class LeaseHeld(RuntimeError):
-    """Another run holds the output."""
 
 
 class Lease:

@@ -1,15 +1,17 @@
-"""Load user code named ``package.module:attr`` (custom engines, custom schemas)."""
+"""Names that select code: a registry name (``invoice``, ``vllm``) or ``package.module:attr``
+(custom schemas and engines).  One resolver for both."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
+from pipeline.errors import PluginError
 
-class PluginError(ValueError):
-    """The spec does not name an importable attribute; the message says why."""
+T = TypeVar("T")
 
 
 def import_object(spec: str, what: str) -> Any:
@@ -27,3 +29,12 @@ def import_object(spec: str, what: str) -> Any:
     if not hasattr(mod, attr):
         raise PluginError(f"{what} {spec!r}: {mod_name} has no attribute {attr!r}")
     return getattr(mod, attr)
+
+
+def resolve_named(spec: str, registry: Mapping[str, T], what: str) -> T | Any:
+    """``registry[spec]``, or the object ``package.module:attr`` names; ``PluginError`` otherwise."""
+    if spec in registry:
+        return registry[spec]
+    if ":" not in spec:
+        raise PluginError(f"unknown {what} {spec!r}: use one of {sorted(registry)} or 'package.module:name'")
+    return import_object(spec, what)

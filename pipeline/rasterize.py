@@ -18,29 +18,34 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
 
+from pipeline.config import PATCH, RasterizeConfig
+from pipeline.errors import RasterError
 from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
 
-PATCH = 28
 MAX_ASPECT = 200  # Qwen2.5-VL's processor rejects images with a larger aspect ratio
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class RasterError(Exception):
-    def __init__(self, error_type: ErrorType, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
+
+
+_DEFAULTS = RasterizeConfig()  # one place for the defaults: the config
 
 
 @dataclass(frozen=True, slots=True)
 class RasterSettings:
-    dpi: int = 150
-    min_pixels: int = 56 * 56
-    max_pixels: int = 1280 * PATCH * PATCH
-    max_pages: int = 8
-    max_source_pixels: int = 178_956_970
-    direct_scans: bool = True  # decode full-page JPEG scans directly instead of rendering them
+    """What the rasterizer needs of ``[rasterize]`` (picklable, hashable; no worker count or timeout)."""
+
+    dpi: int = _DEFAULTS.dpi
+    min_pixels: int = _DEFAULTS.min_pixels
+    max_pixels: int = _DEFAULTS.max_pixels
+    max_pages: int = _DEFAULTS.max_pages
+    max_source_pixels: int = _DEFAULTS.max_source_pixels
+    direct_scans: bool = _DEFAULTS.direct_scans  # decode full-page JPEG scans directly instead of rendering them
+
+    @classmethod
+    def from_config(cls, r: RasterizeConfig) -> RasterSettings:
+        return cls(r.dpi, r.min_pixels, r.max_pixels, r.max_pages, r.max_source_pixels, r.direct_scans)
 
 
 def fit_to_grid(width: float, height: float, min_pixels: int, max_pixels: int, factor: int = PATCH) -> tuple[int, int]:

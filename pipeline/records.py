@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.config import SamplingConfig
+
 
 class Stage(str, enum.Enum):
     DISCOVER = "discover"
@@ -117,12 +119,22 @@ class RasterizedDoc:
     seconds: float = 0.0
 
 
+_SAMPLING = SamplingConfig()  # one place for the defaults: the config
+
+
 @dataclass(slots=True)
 class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 2048
-    seed: int | None = 0
+    """Per-request sampling (defaults: ``[sampling]``'s)."""
+
+    temperature: float = _SAMPLING.temperature
+    top_p: float = _SAMPLING.top_p
+    max_tokens: int = _SAMPLING.max_tokens
+    seed: int | None = _SAMPLING.seed
+
+    @classmethod
+    def from_config(cls, s: SamplingConfig, temperature_step: float = 0.0, attempt: int = 1) -> Sampling:
+        """The sampling of ``attempt`` (1-based): a re-ask adds ``temperature_step`` per attempt."""
+        return cls(s.temperature + temperature_step * (attempt - 1), s.top_p, s.max_tokens, s.seed)
 
 
 @dataclass(slots=True)

@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.errors import RasterError, StageError
 from pipeline.discover import Discovered, discover
-from pipeline.rasterize import RasterError, RasterSettings, image_tokens
+from pipeline.rasterize import RasterSettings, image_tokens
 from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
 from pipeline.fs import write_bytes_atomic
 from pipeline.store import parquet_bytes
@@ -66,8 +67,6 @@ IMAGE_ENCODING = "rgb24+zstd"
 _CODEC = pa.Codec("zstd", compression_level=1)
 
 
-class StageError(ValueError):
-    pass
 
 
 SETTINGS_KEY = "docextract.rasterize"

@@ -30,7 +30,8 @@ from multiprocessing.connection import Connection, wait
 
 from PIL import Image
 
-from pipeline.rasterize import RasterError, RasterSettings, rasterize
+from pipeline.errors import RasterError
+from pipeline.rasterize import RasterSettings, rasterize
 from pipeline.records import Document, ErrorType, RasterizedDoc
 
 Outcome = tuple[Document, RasterizedDoc | RasterError]
@@ -48,6 +49,30 @@ def rasterize_one(doc: Document, settings: RasterSettings) -> Outcome:
 
 
 RasterFunc = Callable[[Document, RasterSettings], Outcome]
+
+Payload = tuple[str, RasterizedDoc] | tuple[str, str, str]
+
+
+def encode_result(out: RasterizedDoc | RasterError) -> Payload:
+    """What crosses a process boundary (worker pipe, Ray task): ``("ok", RasterizedDoc)`` or
+    ``("err", error_type, message)``."""
+    if isinstance(out, RasterError):
+        return ("err", out.error_type.value, out.message)
+    return ("ok", out)
+
+
+def decode_result(payload: Payload) -> RasterizedDoc | RasterError:
+    if payload[0] == "ok":
+        return payload[1]  # type: ignore[return-value]
+    return RasterError(ErrorType(payload[1]), payload[2])  # type: ignore[misc]
+
+
+def encode_outcome(o: Outcome) -> tuple[Document, Payload]:
+    return o[0], encode_result(o[1])
+
+
+def decode_outcome(o: tuple[Document, Payload]) -> Outcome:
+    return o[0], decode_result(o[1])
 
 
 BLOCK_BYTES = 32 << 20  # a page block's resting size (sparse until written); grown for big documents
@@ -175,19 +200,15 @@ def _worker_main(
             out = RasterError(ErrorType.TOO_LARGE, "out of memory while rasterizing (worker memory limit)")
         except Exception as e:
             out = RasterError(ErrorType.CORRUPT, f"unexpected {type(e).__name__}: {e}")
-        if isinstance(out, RasterError):
-            payload: object = ("err", out.error_type.value, out.message)
-        else:
-            if blocks:
-                try:
-                    blocks[slot].put(out)
-                except (OSError, ValueError, MemoryError):  # no room for the block: these pages go pickled
-                    pass
-            payload = ("ok", out)
+        if not isinstance(out, RasterError) and blocks:
+            try:
+                blocks[slot].put(out)
+            except (OSError, ValueError, MemoryError):  # no room for the block: these pages go pickled
+                pass
         try:
-            conn.send(payload)
+            conn.send(encode_result(out))
         except MemoryError:
-            conn.send(("err", ErrorType.TOO_LARGE.value, "out of memory while sending pages"))
+            conn.send(encode_result(RasterError(ErrorType.TOO_LARGE, "out of memory while sending pages")))
 
 
 DEPTH = 2  # documents queued per worker: it starts the next one while the parent copies the last one out
@@ -381,10 +402,8 @@ class RasterPool:
                 except (EOFError, OSError):
                     return
                 idle_deaths = 0
-                if msg[0] == "ok":
-                    out.append((w.receive(msg[1]), msg[1]))
-                else:
-                    out.append((w.receive(None), RasterError(ErrorType(msg[1]), msg[2])))
+                result = decode_result(msg)
+                out.append((w.receive(None if isinstance(result, RasterError) else result), result))
 
         feed()
         while True:

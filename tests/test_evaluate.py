@@ -32,7 +32,7 @@ from pipeline.evaluate import (
     read_report,
     write_report,
 )
-from pipeline.store import FAILURES_SCHEMA, model_row, results_schema
+from pipeline.columns import FAILURES_SCHEMA, model_row, results_schema
 from schemas import Invoice, Receipt
 from tests.conftest import invoice_truth
 

@@ -13,10 +13,13 @@ import duckdb
 import pytest
 
 from pipeline.discover import discover
-from pipeline.engines.resilient import EngineDead, EngineUnavailable, ResilientEngine
+from pipeline.engines.resilient import ResilientEngine
+from pipeline.errors import EngineDead, EngineUnavailable
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import ErrorType
-from pipeline.runner import EXIT_ENGINE_DIED, EXIT_INTERRUPTED, CouldNotStart, run_job, status
+from pipeline.errors import CouldNotStart
+from pipeline.runner import EXIT_ENGINE_DIED, EXIT_INTERRUPTED, run_job
+from pipeline.status import status
 from pipeline.workers import rasterize_stream
 from tests.conftest import REPO, invoice_truth, small_config, write_image, write_pdf
 from tests.scripted_engine import ScriptedEngine
@@ -278,11 +281,13 @@ def test_sigkill_at_random_points_then_resume_is_exactly_once(slow_setup, tmp_pa
 
 
 def test_second_writer_on_the_same_output_cannot_start(tmp_path):
-    from pipeline.runner import CouldNotStart, Runner
+    import pyarrow as pa
+
+    from pipeline.output import Output
 
     make_docs(tmp_path / "in", 1)
-    first = Runner(small_config(), tmp_path / "out", engine=ScriptedEngine(callback=lambda r: invoice_truth()))
-    first._lock_output()
+    first = Output(tmp_path / "out", "first-run", pa.schema([]), "zstd", lease_ttl_s=600, on_lease_lost=print)
+    first.lock()
     try:
         with pytest.raises(CouldNotStart, match="another docextract run"):
             run_job([str(tmp_path / "in")], tmp_path / "out", small_config(), engine=ScriptedEngine({}))

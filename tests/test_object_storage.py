@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import fs
-from pipeline.runner import CouldNotStart, run_job, status
+from pipeline.errors import CouldNotStart
+from pipeline.runner import run_job
+from pipeline.status import status
 from tests.conftest import invoice_truth, small_config, write_pdf
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
 
@@ -142,16 +144,14 @@ def ray_cluster(s3_server) -> Any:
 
 @pytest.mark.slow
 def test_ray_backend_from_s3_to_s3(s3_server, ray_cluster, corpus):
-    from pipeline.backends.ray_backend import run_ray
-
     base = s3_server.prefix()
     s3_server.upload_dir(corpus["dir"], f"{base}/in")
     out = f"{base}/out"
-    cfg = scripted_config(corpus["dir"])
-    s = run_ray([f"{base}/in"], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    cfg = scripted_config(corpus["dir"], **{"backend": "ray", "ray.cpus_per_actor": 0})
+    s = run_job([f"{base}/in"], out, cfg)
     assert (s.inputs, s.succeeded, s.failed) == (9, 5, 4)
     check_corpus_output(s3_server, out, corpus)
-    again = run_ray([f"{base}/in"], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    again = run_job([f"{base}/in"], out, cfg)
     assert (again.skipped, again.processed) == (9, 0)
     assert len(doc_ids(s3_server, out)) == 9
 

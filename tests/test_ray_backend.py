@@ -1,17 +1,20 @@
-"""The Ray backend (``pipeline.backends.ray_backend.run_ray``) on a local 2-CPU Ray instance:
-Ray Data rasterizing, a pool of engine actors, and the local runner's writing and resume."""
+"""The Ray backend (``backend = "ray"``, ``pipeline.backends.ray_backend``) on a local 2-CPU Ray
+instance, through the same ``run_job`` as the local backend: Ray Data rasterizing, a pool of engine
+actors, and the local runner's writing and resume."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
-from pipeline.backends.ray_backend import run_ray
-from pipeline.runner import CouldNotStart, run_job
+from pipeline.backends.ray_backend import ray_backend
+from pipeline.errors import CouldNotStart
+from pipeline.runner import run_job
 from tests.raster_faults import faulty
 from tests.conftest import invoice_truth, small_config, write_image, write_pdf, write_tiff
 
@@ -35,6 +38,17 @@ def scripted_config(truth_dir: Path, **over: Any):
     return small_config(**{"engine.name": SCRIPTED, "engine.options": {"truth_dir": str(truth_dir)}, **over})
 
 
+def on_ray(cfg: Any, actors: int = 1, **over: Any) -> Any:
+    """``cfg`` with ``backend = "ray"``: ``actors`` engine actors that reserve no CPU (2 CPUs here)."""
+    data = cfg.model_dump()
+    data["backend"] = "ray"
+    data["ray"].update(engine_actors=actors, cpus_per_actor=0)
+    for key, value in over.items():
+        section, _, name = key.partition(".")
+        data[section][name] = value
+    return type(cfg).model_validate(data)
+
+
 def rows(out: Path | str, value: str = "total") -> list[tuple[Any, ...]]:
     """(doc_id, source file name, error_type or None, ``value`` column or None) of every row, sorted."""
     res = duckdb.sql(f"SELECT doc_id, source_path, NULL, {value} FROM '{out}/results/*.parquet'").fetchall()
@@ -54,9 +68,7 @@ def test_ray_backend_writes_the_same_rows_as_a_local_run(ray_cluster, corpus, tm
     cfg = scripted_config(corpus["dir"])
     local = run_job([str(corpus["dir"])], tmp_path / "local", cfg)
     # two engine actors: each batch is split in two chunks and reassembled in order
-    remote = run_ray(
-        [str(corpus["dir"])], tmp_path / "ray", cfg, engine_spec=SCRIPTED, num_engine_actors=2, cpus_per_actor=0
-    )
+    remote = run_job([str(corpus["dir"])], tmp_path / "ray", on_ray(cfg, actors=2))
     assert (remote.inputs, remote.succeeded, remote.failed) == (local.inputs, local.succeeded, local.failed) == (9, 5, 4)
     assert remote.failures_by_type == local.failures_by_type
     assert remote.run_key == local.run_key
@@ -79,7 +91,11 @@ def test_prefetch_hands_each_actor_its_next_chunk_once(ray_cluster, tmp_path):
         a = [Request(f"a{i}", [], {}, Sampling()) for i in range(4)]
         b = [Request(f"b{i}", [], {}, Sampling()) for i in range(4)]
         eng.prefetch(b)  # while a runs, each actor gets its half of b
-        ray_cluster.get(eng.prefetch_calls)  # (in a run nobody waits: a late prefetch is ignored by the engine)
+        deadline = time.monotonic() + 60  # (in a run nobody waits: a late prefetch is ignored by the engine)
+        while time.monotonic() < deadline:
+            if [c["prefetched"] for c in ray_cluster.get([x.counters.remote() for x in eng.actors])] == [2, 2]:
+                break
+            time.sleep(0.05)
         got = eng.generate(a) + eng.generate(b)
         assert [g.doc_id for g in got] == [r.doc_id for r in a + b]
         assert eng.reused_chunks == 2  # b's two chunks went to generate as the refs prefetch had put
@@ -94,8 +110,8 @@ def test_prefetch_hands_each_actor_its_next_chunk_once(ray_cluster, tmp_path):
 def test_ray_run_with_a_prefetching_engine_and_small_batches_is_exactly_once(ray_cluster, corpus, tmp_path):
     cfg = scripted_config(corpus["dir"], **{"run.batch_size": 2})
     local = run_job([str(corpus["dir"])], tmp_path / "local", cfg)
-    remote = run_ray([str(corpus["dir"])], tmp_path / "ray", cfg, engine_spec="tests.scripted_engine:prefetching",
-                     num_engine_actors=2, cpus_per_actor=0)
+    remote = run_job([str(corpus["dir"])], tmp_path / "ray",
+                     on_ray(cfg, actors=2, **{"engine.name": "tests.scripted_engine:prefetching"}))
     assert (remote.succeeded, remote.failed) == (local.succeeded, local.failed)
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
 
@@ -104,10 +120,10 @@ def test_resume_skips_everything_finished(ray_cluster, tmp_path):
     d = small_corpus(tmp_path / "in", 3)
     out = tmp_path / "out"
     cfg = scripted_config(d)
-    first = run_ray([str(d)], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    first = run_job([str(d)], out, on_ray(cfg))
     assert (first.processed, first.succeeded) == (3, 3)
     before = rows(out)
-    again = run_ray([str(d)], out, cfg, engine_spec=SCRIPTED, cpus_per_actor=0)
+    again = run_job([str(d)], out, on_ray(cfg))
     assert (again.inputs, again.skipped, again.processed) == (3, 3, 0)
     assert "engine_load" not in again.timings  # no engine actor was started for nothing
     local = run_job([str(d)], out, cfg)  # same run key: the local backend resumes the Ray output too
@@ -122,7 +138,8 @@ def test_a_hanging_or_crashing_file_costs_only_its_row(ray_cluster, tmp_path):
     write_tiff(d / "scan.tiff", frames=2)
     write_image(d / "photo.png")
     cfg = scripted_config(d, **{"rasterize.timeout_s": 3})
-    s = run_ray([str(d)], tmp_path / "out", cfg, engine_spec=SCRIPTED, cpus_per_actor=0, raster_func=faulty)
+    cfg = on_ray(cfg)
+    s = run_job([str(d)], tmp_path / "out", cfg, backend=ray_backend(cfg, tmp_path / "out", raster_func=faulty))
     failed = {name: et for _, name, et, _ in rows(tmp_path / "out") if et}
     assert failed["hang.pdf"] == "timeout" and failed["segv.pdf"] == "worker_crashed"
     assert "inv0.pdf" not in failed and s.processed == 5
@@ -131,7 +148,7 @@ def test_a_hanging_or_crashing_file_costs_only_its_row(ray_cluster, tmp_path):
 def test_engine_that_cannot_load_is_could_not_start(ray_cluster, tmp_path):
     d = small_corpus(tmp_path / "in", 1)
     with pytest.raises(CouldNotStart, match="no_such_module"):
-        run_ray([str(d)], tmp_path / "out", scripted_config(d), engine_spec="tests.no_such_module:f", cpus_per_actor=0)
+        run_job([str(d)], tmp_path / "out", on_ray(scripted_config(d), **{"engine.name": "tests.no_such_module:f"}))
     assert not list((tmp_path / "out" / "results").glob("part-*.parquet"))
 
 
@@ -155,7 +172,7 @@ def test_real_vllm_engine_in_a_ray_actor(ray_cluster, tiny_model, tmp_path):
     (d / "broken.pdf").write_text("not a pdf")
     out = tmp_path / "out"
     cfg = tiny_config(tiny_model, schema="tests.tiny_schema:TinyDoc")
-    s = run_ray([str(d)], out, cfg)  # engine.name = "vllm": loaded inside the actor
+    s = run_job([str(d)], out, on_ray(cfg))  # engine.name = "vllm": loaded inside the actor
     assert (s.inputs, s.processed) == (4, 4)
     all_rows = rows(out, value="code")
     assert len(all_rows) == 4 == len({r[0] for r in all_rows})  # every document exactly once
@@ -180,8 +197,9 @@ def test_cli_backend_ray(tmp_path):
     d = small_corpus(tmp_path / "in", 4)
     exe = Path(sys.executable).parent / "docextract"
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[ray]\nengine_actors = 1\ncpus_per_actor = 0\n")
-    env = {**os.environ, "DOCEXTRACT_TRUTH_DIR": str(d)}
+    cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[ray]\nengine_actors = 1\ncpus_per_actor = 0\n"
+                   f"[engine.options]\ntruth_dir = {json.dumps(str(d))}\n")
+    env = dict(os.environ)
     common = ["-c", str(cfg), "--engine", SCRIPTED]
     r = subprocess.run([str(exe), "run", str(d), "--out", str(tmp_path / "ray"), "--backend", "ray", *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -277,7 +277,7 @@ def test_page_queue_bounds_pages_and_documents_but_never_blocks_an_empty_queue()
     import queue as _q
 
     from pipeline.records import RasterizedDoc
-    from pipeline.runner import _PageQueue
+    from pipeline.feed import PageQueue as _PageQueue
 
     def item(n):
         return ("doc", RasterizedDoc(document=None, pages=[None] * n, total_pages=n))  # type: ignore[arg-type]

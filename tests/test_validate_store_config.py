@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 from pipeline.config import ConfigError, load_config
 from pipeline.prompts import build_request, field_lines, json_schema_for, reask_request
 from pipeline.records import ErrorType, Extraction, Failure, Generation, Page, Sampling, Stage
-from pipeline.store import FAILURES_SCHEMA, PartWriter, SchemaMappingError, finished_docs, model_row, results_schema
+from pipeline.columns import FAILURES_SCHEMA, model_row, results_schema
+from pipeline.errors import SchemaMappingError
+from pipeline.store import PartWriter, finished_docs
 from pipeline.validate import validate_generation
 from schemas import Invoice, Receipt, resolve
 from tests.conftest import invoice_truth

@@ -15,6 +15,8 @@ Ray cluster.
 * **Everything else** (discovery, prompts, validation and re-asks, Parquet parts, run
   manifest, resume by run key, reconcile) is ``pipeline.runner.Runner``'s, in the driver.
 
+``ray_backend(config)`` is what ``pipeline.backends.open_backend`` returns for ``backend = "ray"``.
+
 Discovery (listing and hashing the inputs) runs in the driver, as locally.
 """
 
@@ -25,27 +27,28 @@ import logging
 import math
 import os
 import pickle
-import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import pipeline
+from pipeline.backends import Backend
 from pipeline.config import EngineConfig, JobConfig
-from pipeline.engines.base import EngineLoadError, load_engine, optional_method
-from pipeline.engines.resilient import EngineDead, is_dead
-from pipeline.rasterize import RasterError, RasterSettings
-from pipeline.records import Document, ErrorType, Generation, RasterizedDoc, Request
-from pipeline.runner import CouldNotStart, Progress, Runner, RunSummary
-from pipeline.workers import Outcome, RasterFunc, RasterPool, default_memory_limit, rasterize_one
+from pipeline.engines.base import EngineBase, load_engine
+from pipeline.engines.resilient import is_dead
+from pipeline.errors import CouldNotStart, EngineDead, EngineLoadError, RasterError
+from pipeline.rasterize import RasterSettings
+from pipeline.records import Document, Generation, RasterizedDoc, Request
+from pipeline.sources import LocalSource
+from pipeline.workers import Outcome, RasterFunc, RasterPool, decode_outcome, default_memory_limit, encode_outcome, rasterize_one
 
 log = logging.getLogger(__name__)
 
 #: Environment variables copied from the driver to the Ray workers when set: object-store
-#: endpoint and region, and the scripted test engine's truth directory.  Credentials are
+#: endpoint and region, and where Hugging Face models are.  Credentials are
 #: NOT forwarded by default (they would show in the cluster's job metadata); a local
 #: cluster inherits them from the driver, cluster nodes should have their own (IAM role),
 #: or pass ``forward_env=FORWARD_ENV + CREDENTIAL_ENV``.
@@ -54,7 +57,6 @@ FORWARD_ENV: tuple[str, ...] = (
     "AWS_ENDPOINT_URL_S3",
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
-    "DOCEXTRACT_TRUTH_DIR",
     "HF_HOME",
     "HF_HUB_OFFLINE",
 )
@@ -110,18 +112,12 @@ def _rasterize_batch(
         limit = memory_limit if memory_limit is not None else default_memory_limit()
         with RasterPool(settings, 1, timeout_s, limit, func=func) as pool:
             outcomes = list(pool.imap(docs))
-    blobs = []
-    for doc, out in outcomes:
-        payload: tuple[Any, ...] = ("err", out.error_type.value, out.message) if isinstance(out, RasterError) else ("ok", out)
-        blobs.append(pickle.dumps((doc, payload), protocol=pickle.HIGHEST_PROTOCOL))
+    blobs = [pickle.dumps(encode_outcome(o), protocol=pickle.HIGHEST_PROTOCOL) for o in outcomes]
     return {"outcome": np.array(blobs, dtype=object)}
 
 
 def _decode(blob: bytes) -> tuple[Document, RasterizedDoc | RasterError]:
-    doc, payload = pickle.loads(blob)
-    if payload[0] == "ok":
-        return doc, payload[1]
-    return doc, RasterError(ErrorType(payload[1]), payload[2])
+    return decode_outcome(pickle.loads(blob))
 
 
 def ray_raster_items(
@@ -165,7 +161,7 @@ class _EngineActor:
     """Owns one engine, built inside the actor process (so the model loads where it runs)."""
 
     def __init__(self, config: EngineConfig):
-        self.engine: Any = None
+        self.engine: EngineBase | None = None
         self.error: str | None = None
         # The actor takes two calls at once so that a prefetch reaches the engine during a generate;
         # everything else holds this lock: an engine is driven by one thread at a time.
@@ -178,25 +174,27 @@ class _EngineActor:
     def ready(self) -> str | None:
         return self.error
 
+    def _engine(self) -> EngineBase:
+        if self.engine is None:
+            raise EngineDead(f"the engine did not load in this actor: {self.error}")
+        return self.engine
+
     def prefetch(self, requests: list[Request]) -> None:
         """Runs beside ``generate`` (the actor takes two calls at once): hands the next chunk to the engine."""
-        if prefetch := optional_method(self.engine, "prefetch"):
-            prefetch(requests)
+        self._engine().prefetch(requests)
 
     def abort_pending(self) -> None:
-        if abort := optional_method(self.engine, "abort_pending"):
-            with self._busy:
-                abort()
+        with self._busy:
+            self._engine().abort_pending()
 
     def counters(self) -> dict[str, int]:
-        """The engine's own counters, if it keeps any (for tests and logs)."""
-        counters = optional_method(self.engine, "counters")
-        return dict(counters()) if counters else {}
+        """The engine's own counters (for logs)."""
+        return dict(self._engine().counters())
 
     def generate(self, requests: list[Request]) -> list[Generation]:
         try:
             with self._busy:
-                return self.engine.generate(requests)
+                return self._engine().generate(requests)
         except Exception as e:
             if is_dead(e):  # the engine is gone: end the process, Ray restarts the actor and retries
                 log.error("engine died in its actor (%s); exiting for Ray to restart it", e)
@@ -209,7 +207,7 @@ class _EngineActor:
                 self.engine.close()
 
 
-class RayEngine:
+class RayEngine(EngineBase):
     """The Engine protocol over a pool of Ray actors, one engine per actor.
 
     ``generate`` splits a batch into one contiguous chunk per actor, runs the chunks in
@@ -248,7 +246,6 @@ class RayEngine:
         self._chunk_refs: dict[tuple[str, ...], Any] = {}  # uids of a prefetched chunk -> its object ref
         self._lock = threading.Lock()  # prefetch comes from the runner's main thread, generate from its engine thread
         self.reused_chunks = 0
-        self.prefetch_calls: list[Any] = []  # the actors' prefetch calls (fire and forget; kept for tests)
 
     def start(self) -> None:
         """Create the actors and wait until every engine is loaded.  Raises ``EngineLoadError``."""
@@ -304,8 +301,7 @@ class RayEngine:
                 self._chunk_refs[tuple(r.uid for r in chunk)] = ref
                 while len(self._chunk_refs) > 4 * len(self.actors):  # never collected (a retry split otherwise)
                     self._chunk_refs.pop(next(iter(self._chunk_refs)))
-            self.prefetch_calls.append(actor.prefetch.remote(ref))
-        del self.prefetch_calls[: -4 * len(self.actors)]  # only the last few are kept (tests wait on them)
+            actor.prefetch.remote(ref)  # fire and forget: generate() sends the chunk (or its ref) anyway
 
     def abort_pending(self) -> None:
         import ray
@@ -356,99 +352,65 @@ class RayEngine:
                 ray.kill(a)
 
 
-# --------------------------------------------------------------------------- the job
+# --------------------------------------------------------------------------- the backend
 
 
-@contextlib.contextmanager
-def _stop_on_signals(runner: Runner, enabled: bool) -> Iterator[None]:
-    """SIGINT/SIGTERM finish the batch in flight, commit it and return (as ``run_job`` does)."""
-    installed: dict[int, Any] = {}
-    if enabled and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            installed[sig] = signal.signal(sig, lambda signum, frame: runner.stop())
-    try:
-        yield
-    finally:
-        for sig, old in installed.items():
-            signal.signal(sig, old)
+class RaySource(LocalSource):
+    """Discovery in the driver (as locally, identity cache included); pages from Ray Data tasks."""
+
+    name = "ray"
+
+    def __init__(self, config: JobConfig, out_dir: Path | str, runtime_env: dict[str, Any],
+                 raster_func: RasterFunc = rasterize_one):
+        super().__init__(config, out_dir)
+        self.runtime_env, self.raster_func = runtime_env, raster_func
+
+    def rasterize(self, docs: list[Document]) -> Any:
+        from pipeline.sources import _Closing
+
+        cfg = self.config
+        return _Closing(ray_raster_items(docs, self.settings, timeout_s=cfg.rasterize.timeout_s,
+                                         docs_per_task=cfg.ray.docs_per_task, runtime_env=self.runtime_env,
+                                         func=self.raster_func, progress_bars=cfg.run.progress))
 
 
-def run_ray(
-    inputs: list[str],
-    out_dir: str | Path,
+def ray_backend(
     config: JobConfig,
-    ray_address: str | None = None,
-    engine_spec: str | None = None,
-    num_engine_actors: int = 1,
-    gpus_per_actor: float = 0,
-    force: bool = False,
-    retry_failed: bool = False,
-    *,
-    cpus_per_actor: float = 1.0,
-    docs_per_task: int = 4,
-    isolate_rasterize: bool = True,
+    out_dir: Path | str,
+    raster_func: RasterFunc = rasterize_one,
     forward_env: Sequence[str] = FORWARD_ENV,
     runtime_env: dict[str, Any] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    handle_signals: bool = True,
-    raster_func: RasterFunc = rasterize_one,
-) -> RunSummary:
-    """Run the job on a Ray cluster; same outputs, exit codes and resume as ``run_job``.
+) -> Backend:
+    """The job on a Ray cluster (``[ray]``): same outputs, exit codes and resume as locally.
 
-    ``ray_address``: ``None`` starts a local cluster (or joins the one ``RAY_ADDRESS`` names, or
-    uses Ray already initialised by the caller), ``"auto"``/``"ray://host:10001"`` a running one.
-    ``engine_spec`` replaces ``engine.name`` (``vllm`` or ``module:factory``; not part of the
-    run key).  ``num_engine_actors`` engines run in parallel, each with ``gpus_per_actor``
-    GPUs (fractions allowed) and ``cpus_per_actor`` CPUs.  ``docs_per_task``: documents per
-    Ray Data rasterizing task.  ``runtime_env``: extra Ray runtime environment for our tasks
-    and actors (e.g. ``{"py_modules": [...]}`` when the cluster lacks this code); the driver's
-    checkout is put on ``PYTHONPATH`` and ``forward_env`` variables are copied.
-    ``raster_func`` must be a module-level function (tests inject faults with it).
-
-    Raises ``CouldNotStart`` as ``run_job`` does (bad config, no inputs, engine not loadable)."""
+    ``ray.address``: none starts a local cluster (or joins the one ``RAY_ADDRESS`` names, or uses
+    Ray already initialised by the caller), ``"auto"``/``"ray://host:10001"`` a running one.
+    ``ray.engine_actors`` engines run in parallel, each with ``ray.gpus_per_actor`` GPUs (fractions
+    allowed) and ``ray.cpus_per_actor`` CPUs; ``ray.docs_per_task`` documents per Ray Data task.
+    ``runtime_env``: extra Ray runtime environment for our tasks and actors (e.g. ``{"py_modules":
+    [...]}`` when the cluster lacks this code); the driver's checkout is put on ``PYTHONPATH`` and
+    ``forward_env`` variables are copied.  ``raster_func``: the per-document rasterizer run in the
+    tasks (a module-level function)."""
     import ray
 
-    if engine_spec:
-        config = config.model_copy(update={"engine": config.engine.model_copy(update={"name": engine_spec})})
     env = worker_runtime_env(forward_env, runtime_env)
-    started = connect(ray_address, env)
-    engine = RayEngine(
-        config.engine_config(),
-        num_actors=num_engine_actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
-        max_restarts=config.run.engine_restarts,
-        runtime_env=env,
-    )
-    runner: Runner | None = None
-    try:
-        runner = Runner(config, out_dir, engine=engine, on_progress=on_progress)
-        timeout_s = config.rasterize.timeout_s if isolate_rasterize else None
+    started = connect(config.ray.address, env)
+    r = config.ray
+    engine = RayEngine(config.engine_config(), num_actors=r.engine_actors, gpus_per_actor=r.gpus_per_actor,
+                       cpus_per_actor=r.cpus_per_actor, max_restarts=config.run.engine_restarts, runtime_env=env)
 
-        def items_factory(docs: list[Document]) -> Iterator[tuple[Document, RasterizedDoc | RasterError]]:
-            # Called by the runner only when there is work: load the engines first (as run_job does).
-            try:
-                engine.start()
-            except EngineLoadError as e:
-                raise CouldNotStart(str(e)) from e
-            return ray_raster_items(
-                docs,
-                runner.raster,
-                timeout_s=timeout_s,
-                docs_per_task=docs_per_task,
-                runtime_env=env,
-                func=raster_func,
-                progress_bars=config.run.progress,
-            )
+    def load() -> EngineBase:
+        try:
+            engine.start()
+        except EngineLoadError as e:
+            raise CouldNotStart(str(e)) from e
+        return engine
 
-        with _stop_on_signals(runner, handle_signals):
-            summary = runner.run(inputs, force=force, retry_failed=retry_failed, items_factory=items_factory)
-        if engine.load_seconds:
-            summary.timings["engine_load"] = round(engine.load_seconds, 4)
-        return summary
-    finally:
-        if runner is not None:
-            runner.close()  # releases the output-directory lock (the engine is closed below)
+    def close() -> None:
         engine.close()
         if started:
             ray.shutdown()
+
+    source = RaySource(config, out_dir, env, raster_func)
+    # no rebuild here: Ray restarts a dead actor itself (``run.engine_restarts``)
+    return Backend("ray", source, load, None, engine.name, close)

@@ -3,27 +3,29 @@
 An engine never raises for one bad request: it returns a ``Generation`` with
 ``error`` set (``finish_reason == "error"``) for that request and answers the
 rest.  It may raise for the whole batch only when the engine itself is broken.
+
+``Engine`` is all an engine must have (``name``, ``generate``, ``close``).  ``EngineBase``
+adds the optional capabilities with do-nothing defaults; engines that have one override
+it, and ``as_engine_base`` gives any ``Engine`` those defaults, so the runner calls them
+without asking whether they exist.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from pipeline.config import EngineConfig
+from pipeline.errors import EngineLoadError, PluginError
+from pipeline.plugins import resolve_named
 from pipeline.records import Generation, Request
-
-
-class EngineLoadError(RuntimeError):
-    """The engine could not be created; the message says what to install or pass."""
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """What the runner needs from an engine.  Optional, looked up with ``getattr``:
-    ``prefetch(requests)`` (the next batch, handed over while ``generate`` runs, from another thread)
-    and ``abort_pending()`` (drop prefetched work a stopped run will not collect)."""
+    """What an engine must have."""
 
     name: str
 
@@ -34,26 +36,78 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def optional_method(engine: object, name: str) -> Callable[..., Any] | None:
-    """One of an engine's optional methods (``prefetch``, ``abort_pending``, ``counters``), or None
-    when this engine has none: wrappers pass them on, and callers skip them, through this."""
-    method = getattr(engine, name, None)
-    return method if callable(method) else None
+class EngineBase:
+    """An engine with every optional capability, each a no-op unless overridden."""
+
+    name: str = "engine"
+    #: settings the engine chose itself (derived defaults), written to ``run.json``; an engine
+    #: sets its own dict here
+    settings: Mapping[str, Any] = MappingProxyType({})
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        """Take the next batch early, while ``generate`` runs (called from another thread); it is
+        sent again to ``generate`` later.  Default: ignore it."""
+
+    def abort_pending(self) -> None:
+        """Drop prefetched work that a stopped run will not collect.  Default: nothing to drop."""
+
+    def counters(self) -> Mapping[str, int]:
+        """The engine's own counters (requests added, reused prefetches, ...), for logs."""
+        return {}
 
 
-def load_engine(config: EngineConfig) -> Engine:
+class _WithDefaults(EngineBase):
+    """An ``Engine`` that is not an ``EngineBase``: its own methods, the defaults for the rest."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.name = engine.name
+        self.settings = dict(getattr(engine, "settings", None) or {})
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        return self.engine.generate(requests)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        if callable(own := getattr(self.engine, "prefetch", None)):
+            own(requests)
+
+    def abort_pending(self) -> None:
+        if callable(own := getattr(self.engine, "abort_pending", None)):
+            own()
+
+    def counters(self) -> Mapping[str, int]:
+        own = getattr(self.engine, "counters", None)
+        return dict(own()) if callable(own) else {}
+
+
+def as_engine_base(engine: Engine) -> EngineBase:
+    """``engine`` itself when it is an ``EngineBase``, else a wrapper giving it the defaults."""
+    return engine if isinstance(engine, EngineBase) else _WithDefaults(engine)
+
+
+def _vllm(config: EngineConfig) -> Engine:
+    from pipeline.engines.vllm import VLLMEngine  # the only module that imports vllm
+
+    return VLLMEngine(config)
+
+
+REGISTRY: dict[str, Any] = {"vllm": _vllm}
+
+
+def load_engine(config: EngineConfig) -> EngineBase:
     """``vllm`` or ``package.module:factory``; the factory is called with the ``EngineConfig``."""
     name = config.name
-    if name == "vllm":
-        from pipeline.engines.vllm import VLLMEngine
-
-        return VLLMEngine(config)
-    if ":" not in name:
-        raise EngineLoadError(f"unknown engine {name!r}: use 'vllm' or 'package.module:factory'")
-    from pipeline.plugins import PluginError, import_object
-
     try:
-        factory = import_object(name, "engine")
+        factory = resolve_named(name, REGISTRY, "engine")
     except PluginError as e:
         raise EngineLoadError(str(e)) from e
     if not callable(factory):
@@ -65,4 +119,4 @@ def load_engine(config: EngineConfig) -> Engine:
         raise EngineLoadError(f"engine {name!r} does not implement the Engine protocol (missing {', '.join(missing)})")
     if not hasattr(engine, "name"):
         engine.name = name
-    return engine
+    return as_engine_base(engine)

@@ -14,19 +14,13 @@ from collections.abc import Callable, Sequence
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pipeline.engines.base import Engine, optional_method
+from pipeline.errors import EngineDead, EngineUnavailable
+from pipeline.engines.base import Engine, EngineBase, as_engine_base
 from pipeline.records import ErrorType, Generation, Request
 
 log = logging.getLogger(__name__)
 
 
-class EngineDead(RuntimeError):
-    """Raise from an engine whose process or device is gone (a rebuild is needed)."""
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine died and could not be rebuilt within the budget: the run must stop, leaving the
-    remaining documents pending (failure rows for them would make later runs skip them)."""
 
 
 def is_oom(e: BaseException) -> bool:
@@ -41,7 +35,7 @@ def is_dead(e: BaseException) -> bool:
     return type(e).__name__ in ("EngineDeadError", "EngineDead")
 
 
-class ResilientEngine:
+class ResilientEngine(EngineBase):
     """Wraps an engine; ``factory`` builds a replacement when the engine dies."""
 
     def __init__(
@@ -53,7 +47,8 @@ class ResilientEngine:
         max_backoff_s: float = 30.0,
         max_restarts: int = 1,
     ):
-        self.engine = engine
+        self.engine = engine  # as given (or as the factory made it)
+        self._with_defaults = as_engine_base(engine)
         self.factory = factory
         self.retries = retries
         self.backoff_s = backoff_s
@@ -62,16 +57,23 @@ class ResilientEngine:
         self.restarts = 0
         self.transient_retries = 0
         self.oom_splits = 0
-        self.name = getattr(engine, "name", "engine")
+        self.name = self._with_defaults.name
+        self.settings = self._with_defaults.settings
 
     def prefetch(self, requests: Sequence[Request]) -> None:
         """Pass the next batch on to an engine that can take it early (see ``VLLMEngine.prefetch``)."""
-        if prefetch := optional_method(self.engine, "prefetch"):
-            prefetch(requests)
+        self._with_defaults.prefetch(requests)
 
     def abort_pending(self) -> None:
-        if abort := optional_method(self.engine, "abort_pending"):
-            abort()
+        self._with_defaults.abort_pending()
+
+    def counters(self) -> dict[str, int]:
+        return {
+            **self._with_defaults.counters(),
+            "restarts": self.restarts,
+            "transient_retries": self.transient_retries,
+            "oom_splits": self.oom_splits,
+        }
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         return self._generate(list(requests))
@@ -111,6 +113,8 @@ class ResilientEngine:
                     pass
                 try:
                     self.engine = self.factory()
+                    self._with_defaults = as_engine_base(self.engine)
+                    self.settings = self._with_defaults.settings
                 except Exception as e2:
                     raise EngineUnavailable(f"engine died ({e}) and could not be rebuilt: {e2}") from e2
                 return self._generate(requests)

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config import EngineConfig
-from pipeline.engines.base import EngineLoadError
+from pipeline.engines.base import EngineBase
+from pipeline.errors import EngineLoadError
 from pipeline.records import ErrorType, Generation, Request
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def _describe_load_failure(config: EngineConfig, exc: BaseException) -> str:
     return f"could not load model {model!r}: {msg}"
 
 
-class VLLMEngine:
+class VLLMEngine(EngineBase):
     name = "vllm"
 
     def __init__(self, config: EngineConfig):

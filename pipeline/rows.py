@@ -1,0 +1,116 @@
+"""Rows of the two output tables, built from the records of one document.
+
+``results``: the schema's typed columns plus the document's columns (``RESULT_COLUMNS``);
+``failures``: ``FAILURES_SCHEMA``.  A result whose values do not fit their columns (a number
+over its decimal's digits, say) becomes a ``schema_mismatch`` failure instead: never a lost
+batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.batching import Pending
+from pipeline.columns import model_row
+from pipeline.config import JobConfig
+from pipeline.records import Document, ErrorType, Extraction, Failure, Generation, RasterizedDoc, Stage
+from pipeline.store import now_utc
+
+#: what a value that does not fit its Arrow column raises while converting
+UNWRITABLE = (ValueError, TypeError, OverflowError, ArithmeticError, pa.ArrowException)
+
+
+class RowBuilder:
+    def __init__(self, config: JobConfig, arrow_schema: pa.Schema, run_key: str, run_id: str):
+        self.config, self.arrow_schema = config, arrow_schema
+        self.run_key, self.run_id = run_key, run_id
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "schema_name": self.config.schema_name,
+            "model": self.config.engine.model,
+            "run_key": self.run_key,
+            "run_id": self.run_id,
+        }
+
+    def result(self, p: Pending, ext: Extraction, gen: Generation) -> dict[str, Any]:
+        doc = p.document
+        row = model_row(ext.value, self.arrow_schema)
+        row.update(
+            doc_id=doc.doc_id,
+            source_path=doc.display_path,
+            doc_kind=doc.kind.value,
+            page_count=p.rdoc.total_pages,
+            pages_used=len(p.rdoc.pages),
+            raw_json=ext.raw_text if self.config.output.keep_raw_json else None,
+            warnings=p.rdoc.warnings + ext.warnings,
+            attempts=p.attempts,
+            prompt_tokens=p.prompt_tokens,
+            output_tokens=p.output_tokens,
+            **self._common(),
+            extracted_at=now_utc(),
+        )
+        return row
+
+    def failure(
+        self,
+        doc: Document,
+        f: Failure,
+        rdoc: RasterizedDoc | None = None,
+        attempts: int = 0,
+        errors: list[str] | None = None,
+        tokens: tuple[int, int] = (0, 0),
+    ) -> dict[str, Any]:
+        return {
+            "doc_id": doc.doc_id,
+            "source_path": doc.display_path,
+            "doc_kind": doc.kind.value,
+            "page_count": rdoc.total_pages if rdoc else None,
+            "stage": f.stage.value,
+            "error_type": f.error_type.value,
+            "retryable": f.error_type.retryable,
+            "message": f.message,
+            "errors": errors or f.errors,
+            "raw_output": f.raw_output,
+            "warnings": rdoc.warnings if rdoc else [],
+            "attempts": attempts,
+            "prompt_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            **self._common(),
+            "failed_at": now_utc(),
+        }
+
+    def final_failure(self, p: Pending, f: Failure) -> dict[str, Any]:
+        """The failure row of a document that went through the engine (its attempts and tokens)."""
+        return self.failure(p.document, f, p.rdoc, p.attempts, p.errors, (p.prompt_tokens, p.output_tokens))
+
+    def results_table(
+        self, rows: list[tuple[Pending, Generation, dict[str, Any]]]
+    ) -> tuple[pa.Table, list[tuple[Pending, Failure]]]:
+        """One Arrow conversion for the batch; only if it fails is each row tried, to find the culprits,
+        which come back as failures."""
+        try:
+            return pa.Table.from_pylist([r for _, _, r in rows], schema=self.arrow_schema), []
+        except UNWRITABLE:
+            pass
+        good, bad = [], []
+        for p, gen, row in rows:
+            try:
+                pa.Table.from_pylist([row], schema=self.arrow_schema)
+                good.append(row)
+            except UNWRITABLE as e:
+                bad.append((p, unwritable(p, gen, e)))
+        return pa.Table.from_pylist(good, schema=self.arrow_schema), bad
+
+
+def unwritable(p: Pending, gen: Generation, e: BaseException) -> Failure:
+    return Failure(
+        p.document.doc_id,
+        Stage.VALIDATE,
+        ErrorType.SCHEMA_MISMATCH,
+        f"answer does not fit the output columns: {type(e).__name__}: {e}",
+        raw_output=gen.text,
+    )
+

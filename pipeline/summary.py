@@ -1,0 +1,111 @@
+"""What a run reports: live progress, the figures it gathers, and the summary it returns."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_COULD_NOT_START = 2
+EXIT_TOO_MANY_FAILURES = 3
+EXIT_INTERRUPTED = 4
+EXIT_ENGINE_DIED = 5
+
+
+@dataclass
+class Progress:
+    total: int = 0  # documents to process in this run
+    done: int = 0
+    failed: int = 0
+    pages: int = 0
+    stage: str = "starting"
+
+
+@dataclass
+class RunStats:
+    """Everything a run counts, in one place: rows committed, failures by type and stage, pages,
+    tokens, and seconds per stage."""
+
+    succeeded: int = 0
+    failed: int = 0
+    pages: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    failed_by_type: Counter[str] = field(default_factory=Counter)
+    failed_by_stage: Counter[str] = field(default_factory=Counter)
+    timings: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.failed
+
+    def committed(self, results: int, failures: list[dict[str, Any]]) -> None:
+        self.succeeded += results
+        self.failed += len(failures)
+        for r in failures:
+            self.failed_by_type[r["error_type"]] += 1
+            self.failed_by_stage[r["stage"]] += 1
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - t0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    run_key: str
+    out_dir: Path | str  # a str for an object-store URI
+    inputs: int = 0  # distinct documents found
+    skipped: int = 0  # already finished under this run key
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failures_by_type: dict[str, int] = field(default_factory=dict)
+    failures_by_stage: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    engine_died: str | None = None  # why the engine became unavailable (the rest stays pending)
+    exit_code: int = EXIT_OK
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.processed if self.processed else 0.0
+
+    def take(self, stats: RunStats) -> None:
+        """Copy the run's figures in."""
+        self.processed = stats.processed
+        self.succeeded = stats.succeeded
+        self.failed = stats.failed
+        self.failures_by_type = dict(stats.failed_by_type)
+        self.failures_by_stage = dict(stats.failed_by_stage)
+        self.pages = stats.pages
+        self.prompt_tokens = stats.prompt_tokens
+        self.output_tokens = stats.output_tokens
+        self.timings = {k: round(v, 4) for k, v in stats.timings.items()}
+
+    def decide_exit(self, max_failure_rate: float) -> str:
+        """Set ``exit_code``; return the run's final status for ``run.json``."""
+        if self.engine_died:
+            self.exit_code = EXIT_ENGINE_DIED
+            self.warnings.append(f"engine unavailable: {self.engine_died}; unfinished documents stay pending")
+            return "engine_died"
+        if self.interrupted:
+            self.exit_code = EXIT_INTERRUPTED
+            return "interrupted"
+        if self.failure_rate > max_failure_rate:
+            self.exit_code = EXIT_TOO_MANY_FAILURES
+        return "completed"
