@@ -29,6 +29,7 @@ class Pending:
     errors: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: int = 0
+    truncation_retried: bool = False  # an answer cut at max_tokens is asked again once
 
     @property
     def document(self) -> Document:

@@ -119,10 +119,24 @@ class RunConfig(_Section):
         "the output) says its size and mtime are unchanged.",
     )
     max_failure_rate: float = Field(
-        1.0, ge=0, le=1, description="Exit non-zero (code 3) when failed/total exceeds this. 1.0 never trips."
+        0.1,
+        ge=0,
+        le=1,
+        description="Exit 3 when more than this fraction of the accepted documents failed (input rejects such as "
+        "empty, unsupported, encrypted or corrupt files are counted apart, see max_reject_rate).",
+    )
+    max_reject_rate: float = Field(
+        1.0, ge=0, le=1, description="Exit 3 when more than this fraction of the inputs were rejected; 1.0 never trips."
     )
     max_attempts: int = Field(2, ge=1, description="Attempts per document; invalid answers are re-asked with the errors.")
     reask_temperature_step: float = Field(0.0, ge=0, description="Added to the temperature on each re-ask.")
+    truncated_temperature: float = Field(
+        0.5,
+        ge=0,
+        le=2,
+        description="An answer cut at sampling.max_tokens (a model looping on repeated text) is asked again "
+        "once, unchanged, at this temperature (within max_attempts).",
+    )
     engine_retries: int = Field(3, ge=1, description="Attempts for a batch on transient engine errors (backoff).")
     engine_backoff_s: float = Field(0.5, ge=0, description="First backoff between engine retries (doubles).")
     engine_restarts: int = Field(1, ge=0, description="Times a dead engine is rebuilt before its documents fail.")

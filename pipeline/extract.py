@@ -10,9 +10,11 @@ next batch that is assembled.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -48,10 +50,12 @@ class Extractor:
         stop: threading.Event,
         max_attempts: int,
         sampling: Callable[[int], Sampling],
+        truncated_temperature: float,
     ):
         self.engine, self.model, self.rows, self.commit = engine, model, rows, commit
         self.stats, self.stop = stats, stop
         self.max_attempts, self.sampling = max_attempts, sampling
+        self.truncated_temperature = truncated_temperature
         self.engine_died: str | None = None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -161,9 +165,22 @@ class Extractor:
         reasks: list[Pending] = []
         for p, outcome in failed:
             p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
-            if outcome.error_type in REASK_TYPES and p.attempts < self.max_attempts and outcome.raw_output:
-                p.request = reask_request(p.request, outcome.raw_output, outcome.errors, self.sampling(p.attempts + 1))
+            if p.attempts < self.max_attempts and (request := self._reask(p, outcome)) is not None:
+                p.request = request
                 reasks.append(p)
                 continue
             failures.append(self.rows.final_failure(p, outcome))
         return failures, reasks
+
+    def _reask(self, p: Pending, outcome: Failure) -> Request | None:
+        """The next attempt's request, or None when this failure is final.
+
+        An invalid answer is shown to the model with its errors; an answer cut at ``max_tokens`` (a model
+        looping) is asked again once, unchanged, at ``run.truncated_temperature`` (olmOCR's remedy)."""
+        if outcome.error_type in REASK_TYPES and outcome.raw_output:
+            return reask_request(p.request, outcome.raw_output, outcome.errors, self.sampling(p.attempts + 1))
+        if outcome.error_type is ErrorType.TRUNCATED and not p.truncation_retried:
+            p.truncation_retried = True
+            hotter = dataclasses.replace(p.request.sampling, temperature=self.truncated_temperature)
+            return dataclasses.replace(p.request, sampling=hotter, attempt=p.attempts + 1, uid=uuid.uuid4().hex)
+        return None

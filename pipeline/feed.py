@@ -72,6 +72,7 @@ class RasterFeed:
     def __init__(self, open_stream: Callable[[], Iterator[Outcome]], max_items: int, max_pages: int):
         self._queue = PageQueue(max(2, max_items), max(1, max_pages))
         self._stop = threading.Event()
+        self._first = threading.Event()  # the producer has put its first item (or error, or end)
         self._thread = threading.Thread(target=self._produce, args=(open_stream,), name="docextract-rasterize",
                                         daemon=True)
         self._thread.start()
@@ -88,6 +89,7 @@ class RasterFeed:
                         return
                     try:
                         self._queue.put(item, timeout=0.2)
+                        self._first.set()
                         break
                     except queue.Full:
                         continue
@@ -95,6 +97,16 @@ class RasterFeed:
             self._queue.put(e, force=True)
         finally:
             self._queue.put(_END, force=True)
+            self._first.set()
+
+    def wait_started(self) -> None:
+        """Until the stream has produced something; raises what it raised first (a worker pool that
+        could not start: ``CouldNotStart``), leaving it queued for the consumer too."""
+        self._first.wait()
+        with self._queue.cond:
+            head = self._queue.items[0][0] if self._queue.items else None
+        if isinstance(head, BaseException):
+            raise head
 
     def __iter__(self) -> Iterator[Outcome]:
         while True:

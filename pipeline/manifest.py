@@ -64,6 +64,8 @@ class Manifest:
                 "processed": processed,
                 "succeeded": stats.succeeded,
                 "failed": stats.failed,
+                "rejected": stats.rejected,
+                "processing_failed": stats.failed - stats.rejected,
                 "pages": stats.pages,
                 "failed_by_type": dict(stats.failed_by_type),
                 "failed_by_stage": dict(stats.failed_by_stage),
@@ -79,6 +81,8 @@ class Manifest:
                 "engine_busy_fraction": round(engine_s / wall, 4) if wall else 0,
             },
             timings_s={k: round(v, 4) for k, v in stats.timings.items()},
+            failure_rate=round(stats.failure_rate, 4),
+            reject_rate=round(stats.rejected / processed, 4) if processed else 0.0,
             warnings=summary.warnings[:100],
             exit_code=summary.exit_code,
         )

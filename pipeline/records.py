@@ -50,6 +50,11 @@ class ErrorType(str, enum.Enum):
     def retryable(self) -> bool:
         return self in RETRYABLE
 
+    @property
+    def input_reject(self) -> bool:
+        """The input itself is bad (not a document we can read): counted apart from processing failures."""
+        return self in INPUT_REJECTS
+
 
 RETRYABLE = frozenset(
     {
@@ -61,6 +66,18 @@ RETRYABLE = frozenset(
         ErrorType.INVALID_JSON,
         ErrorType.SCHEMA_MISMATCH,
         ErrorType.RULE_VIOLATION,
+    }
+)
+
+
+INPUT_REJECTS = frozenset(
+    {
+        ErrorType.EMPTY_FILE,
+        ErrorType.UNSUPPORTED_TYPE,
+        ErrorType.ENCRYPTED,
+        ErrorType.CORRUPT,
+        ErrorType.NO_PAGES,
+        ErrorType.TOO_LARGE,
     }
 )
 

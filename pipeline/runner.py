@@ -112,6 +112,7 @@ class Runner:
             pages = self.backend.source.rasterize(todo)  # 3. rasterize, ahead of the engine
             try:
                 extractor = self._extractor(self._load_engine())  # nothing is written before the engine loads
+                pages.wait_started()  # ... nor before the rasterizers have started
                 self.backend.source.save_state()
                 self._commit_rejects(rejects)
                 extractor.run(self._batches(iter(pages)))  # 4-6. prompt, infer, validate, write
@@ -143,7 +144,7 @@ class Runner:
     def _extractor(self, engine: EngineBase) -> Extractor:
         run = self.config.run
         return Extractor(engine, self.model, self.rows, self._commit, self.stats, self._stop, run.max_attempts,
-                         self._sampling)
+                         self._sampling, run.truncated_temperature)
 
     def _batches(self, pages: Iterator[Any]) -> BatchAssembler:
         self.progress.stage = "extracting"
@@ -176,7 +177,7 @@ class Runner:
         summary.interrupted = self._stop.is_set() and self.stats.processed < self.progress.total
         self.stats.timings["wall"] = self.manifest.elapsed()
         summary.take(self.stats)
-        status = summary.decide_exit(self.config.run.max_failure_rate)
+        status = summary.decide_exit(self.config.run.max_failure_rate, self.config.run.max_reject_rate)
         self.manifest.write(summary, self.stats, status)
         return summary
 

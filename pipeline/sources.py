@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 class RasterStream(Protocol):
     def __iter__(self) -> Iterator[Outcome]: ...
 
+    def wait_started(self) -> None:
+        """Block until the stream produced its first outcome; raise if it could not start."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -98,6 +102,9 @@ class _Closing:
 
     def __iter__(self) -> Iterator[Outcome]:
         return self._gen
+
+    def wait_started(self) -> None:
+        return None  # read lazily: nothing to wait for
 
     def close(self) -> None:
         close = getattr(self._gen, "close", None)

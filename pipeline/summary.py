@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.records import ErrorType
+
 EXIT_OK = 0
 EXIT_COULD_NOT_START = 2
 EXIT_TOO_MANY_FAILURES = 3
@@ -32,7 +34,8 @@ class RunStats:
     tokens, and seconds per stage."""
 
     succeeded: int = 0
-    failed: int = 0
+    failed: int = 0  # every failure row, input rejects included
+    rejected: int = 0  # failures that are input rejects (ErrorType.input_reject)
     pages: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -44,12 +47,19 @@ class RunStats:
     def processed(self) -> int:
         return self.succeeded + self.failed
 
+    @property
+    def failure_rate(self) -> float:
+        """Processing failures over the documents that were not rejected as inputs."""
+        accepted = self.processed - self.rejected
+        return (self.failed - self.rejected) / accepted if accepted else 0.0
+
     def committed(self, results: int, failures: list[dict[str, Any]]) -> None:
         self.succeeded += results
         self.failed += len(failures)
         for r in failures:
             self.failed_by_type[r["error_type"]] += 1
             self.failed_by_stage[r["stage"]] += 1
+            self.rejected += ErrorType(r["error_type"]).input_reject
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -69,7 +79,8 @@ class RunSummary:
     skipped: int = 0  # already finished under this run key
     processed: int = 0
     succeeded: int = 0
-    failed: int = 0
+    failed: int = 0  # every failure row, input rejects included
+    rejected: int = 0  # of which input rejects (empty, unsupported, encrypted, corrupt, no pages, too large)
     failures_by_type: dict[str, int] = field(default_factory=dict)
     failures_by_stage: dict[str, int] = field(default_factory=dict)
     pages: int = 0
@@ -83,13 +94,20 @@ class RunSummary:
 
     @property
     def failure_rate(self) -> float:
-        return self.failed / self.processed if self.processed else 0.0
+        """Processing failures over the documents that were not rejected as inputs."""
+        accepted = self.processed - self.rejected
+        return (self.failed - self.rejected) / accepted if accepted else 0.0
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.processed if self.processed else 0.0
 
     def take(self, stats: RunStats) -> None:
         """Copy the run's figures in."""
         self.processed = stats.processed
         self.succeeded = stats.succeeded
         self.failed = stats.failed
+        self.rejected = stats.rejected
         self.failures_by_type = dict(stats.failed_by_type)
         self.failures_by_stage = dict(stats.failed_by_stage)
         self.pages = stats.pages
@@ -97,7 +115,7 @@ class RunSummary:
         self.output_tokens = stats.output_tokens
         self.timings = {k: round(v, 4) for k, v in stats.timings.items()}
 
-    def decide_exit(self, max_failure_rate: float) -> str:
+    def decide_exit(self, max_failure_rate: float, max_reject_rate: float = 1.0) -> str:
         """Set ``exit_code``; return the run's final status for ``run.json``."""
         if self.engine_died:
             self.exit_code = EXIT_ENGINE_DIED
@@ -106,6 +124,6 @@ class RunSummary:
         if self.interrupted:
             self.exit_code = EXIT_INTERRUPTED
             return "interrupted"
-        if self.failure_rate > max_failure_rate:
+        if self.failure_rate > max_failure_rate or self.reject_rate > max_reject_rate:
             self.exit_code = EXIT_TOO_MANY_FAILURES
         return "completed"

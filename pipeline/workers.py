@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, wait
 
 from PIL import Image
 
-from pipeline.errors import RasterError
+from pipeline.errors import CouldNotStart, RasterError
 from pipeline.rasterize import RasterSettings, rasterize
 from pipeline.records import Document, ErrorType, RasterizedDoc
 
@@ -186,6 +186,7 @@ def _worker_main(
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         except (ImportError, ValueError, OSError):
             pass
+    conn.send(READY)  # started: the parent may now blame this process for what it is sent
     while True:
         try:
             msg = conn.recv()
@@ -210,6 +211,14 @@ def _worker_main(
         except MemoryError:
             conn.send(encode_result(RasterError(ErrorType.TOO_LARGE, "out of memory while sending pages")))
 
+
+READY = ("ready",)
+START_TIMEOUT_S = 300.0  # a worker still importing after this long is taken for stuck
+
+UNGUARDED_MAIN_HINT = (
+    "if you call run_job from a script, put the call under `if __name__ == \"__main__\":` (worker processes "
+    "import the main module, and an unguarded call runs the job again inside each of them)"
+)
 
 DEPTH = 2  # documents queued per worker: it starts the next one while the parent copies the last one out
 
@@ -251,6 +260,26 @@ class _Worker:
             child.close()
             self.stop(kill=True)  # no half-started worker, no leaked blocks
             raise
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until the process says it started; ``CouldNotStart`` when it dies (or hangs) before that."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.conn.poll(0.1):
+                    if self.conn.recv() == READY:
+                        return
+                    break
+            except (EOFError, OSError):
+                break
+            if not self.proc.is_alive() and not self.conn.poll(0):
+                break
+        self.proc.join(timeout=1)
+        code = self.proc.exitcode
+        raise CouldNotStart(
+            f"the rasterizing worker processes cannot start: one {'exited with code ' + str(code) if code is not None else 'did not answer'} "
+            f"before taking a document; {UNGUARDED_MAIN_HINT}; otherwise run with rasterize.workers = 1 to see the error"
+        )
 
     @property
     def head(self) -> Document | None:
@@ -314,10 +343,12 @@ class RasterPool:
         self.workers: list[_Worker] = []
         self.restarts = 0
 
-    def __enter__(self) -> "RasterPool":
+    def __enter__(self) -> RasterPool:
         try:
             for _ in range(self.n):
                 self.workers.append(self._new_worker())
+            for w in self.workers:
+                w.wait_ready()
         except BaseException:
             self.close()
             raise
@@ -341,7 +372,7 @@ class RasterPool:
         w.stop(kill=True)
         self.restarts += 1
         nw = self._new_worker()
-        self.workers[self.workers.index(w)] = nw
+        self.workers[self.workers.index(w)] = nw  # its READY is skipped by imap's reader
         return nw, queued
 
     def imap(self, docs: Iterable[Document]) -> Iterator[Outcome]:
@@ -401,6 +432,8 @@ class RasterPool:
                     msg = w.conn.recv()
                 except (EOFError, OSError):
                     return
+                if msg == READY:
+                    continue
                 idle_deaths = 0
                 result = decode_result(msg)
                 out.append((w.receive(None if isinstance(result, RasterError) else result), result))
