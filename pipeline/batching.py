@@ -106,6 +106,11 @@ class BatchAssembler:
             except StopIteration:
                 self.exhausted = True
                 return
+            except Exception:
+                if self.stop.is_set():  # a stop signal also reached the rasterizers: what is left stays pending
+                    self.exhausted = True
+                    return
+                raise
             if isinstance(out, RasterError):
                 failures.append((doc, out))
                 continue

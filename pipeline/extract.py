@@ -92,9 +92,12 @@ class Extractor:
                 return
 
     def _commit_raster_failures(self, batch: Batch) -> None:
-        if batch.raster_failures:
+        failures = batch.raster_failures
+        if self.stop.is_set():  # a process that died while the run is being stopped: not the document's fault
+            failures = [(d, e) for d, e in failures if e.error_type is not ErrorType.WORKER_CRASHED]
+        if failures:
             self.commit([], [self.rows.failure(d, Failure(d.doc_id, Stage.RASTERIZE, e.error_type, e.message))
-                             for d, e in batch.raster_failures])
+                             for d, e in failures])
 
     def _prefetch(self, pending: list[Pending]) -> None:
         try:  # the engine starts on it as soon as it has room

@@ -173,7 +173,11 @@ def _worker_main(
 ) -> None:
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it finishes the batch
+    # Ctrl-C and SIGTERM are the parent's to handle: it finishes the batch, then stops these workers.  Both
+    # reach the whole process group (a terminal, systemd, `timeout`, Kubernetes); a worker that died of one
+    # would get the document it was rasterizing blamed (worker_crashed).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     blocks: list[PageBlock] = []
     if block_bytes:
         from multiprocessing.reduction import recv_handle
