@@ -1,10 +1,15 @@
-"""Tests for the synthetic invoice / receipt generator (pipeline/synth.py)."""
+"""Tests for the synthetic invoice / receipt generator (pipeline/synth/)."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +19,7 @@ import pytest
 from PIL import Image
 
 from pipeline import synth
+from pipeline.synth import tables
 from schemas import Invoice, Receipt
 
 ALL_VARIANTS = set(synth.VARIANTS)
@@ -258,3 +264,58 @@ def test_write_samples_covers_every_variant(tmp_path: Path) -> None:
     assert {d.meta["locale"] for d in docs if d.kind == "invoice"} == set(synth.LOCALES)
     size = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
     assert size < 3 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- package
+
+
+def test_data_files_load_into_consistent_tables() -> None:
+    for name in tables.DATA_FILES:
+        assert isinstance(tables.load(name), dict) and tables.load(name)  # parsed once, cached
+        assert tables.load(name) is tables.load(name)
+    with pytest.raises(ValueError, match="unknown synth data file"):
+        tables.load("../pyproject.toml")
+    langs = {loc.lang for loc in synth.LOCALES.values()}
+    assert langs == set(synth.LANG_IDX) == set(synth.LABELS) == set(synth.RECEIPT_LABELS) == {"en", "de", "fr", "zh"}
+    assert set(synth.INV_LOCALE_WEIGHTS) == set(synth.REC_LOCALE_WEIGHTS) == set(synth.LOCALES) == set(synth.CITIES)
+    assert all(isinstance(loc.rates, tuple) and loc.rates for loc in synth.LOCALES.values())
+    assert all(set(labels) == set(synth.LABELS["en"]) for labels in synth.LABELS.values())
+    for rows in synth.CATALOG.values():
+        assert all(len(r) == 7 and r[4] in synth.UNITS and 0 < r[5] < r[6] for r in rows)
+    for store, rows in synth.RECEIPT_ITEMS.items():
+        assert all(len(r) == 7 and 0 < r[4] < r[5] and isinstance(r[6], bool) for r in rows)
+        assert all(synth.STORE_NAMES[lang][store] for lang in langs)
+    assert len(synth.ACCENTS) == 8 and all(len(a) == 3 for a in synth.ACCENTS)
+    assert "München" in {c[0] for c in synth.CITIES["de-DE"]}
+    assert "München & Söhne".lower().translate(synth.TRANSLIT) == "muenchen  soehne"
+
+
+def test_synth_has_no_command_line_of_its_own() -> None:
+    """``docextract synth`` is the one CLI: no ``python -m pipeline.synth``, no argparse, no ``main``."""
+    pkg = Path(synth.__file__).parent
+    assert not (pkg / "__main__.py").exists() and not hasattr(synth, "main")
+    for src in pkg.glob("*.py"):
+        tree = ast.parse(src.read_text(encoding="utf-8"))
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "argparse" not in imported, src
+        assert not any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body), src
+    r = subprocess.run([sys.executable, "-m", "pipeline.synth", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "cannot be directly executed" in r.stderr
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_data_files(tmp_path: Path) -> None:
+    """The vocabulary is package data: a built wheel (not only this checkout) has every data file."""
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    for d in ("pipeline", "schemas"):
+        shutil.copytree(root / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(root / f, src / f)
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w",
+           str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"pipeline/synth/data/{f}" for f in tables.DATA_FILES} <= names
