@@ -43,12 +43,19 @@ normalised views), ``matching`` (one-to-one item assignment), ``truth`` (ground-
 JSON / Parquet files), ``errors``.
 """
 
-from pipeline.evaluate.errors import EvalError
+from pipeline.evaluate.errors import EvalError, ReportFormatError
 from pipeline.evaluate.matching import equal_fields, match_items, max_weight_pairs
 from pipeline.evaluate.normalize import norm_text, normalize, parse_amount, parse_date, parse_time
 from pipeline.evaluate.outcomes import SKIP_COLUMNS, Outcome, ResultIndex, read_outcomes
 from pipeline.evaluate.plan import DocView, Item, Leaf, ListField, Plan, build_plan, empty_view, view
-from pipeline.evaluate.report import REPORT_METADATA_KEY, format_table, read_report, write_report
+from pipeline.evaluate.report import (
+    REPORT_METADATA_KEY,
+    REPORT_SUFFIXES,
+    format_table,
+    read_report,
+    report_format,
+    write_report,
+)
 from pipeline.evaluate.scoring import Scorer, choose_schema, evaluate
 from pipeline.evaluate.stats import DocResult, EvalReport, FieldStats, ItemStats, prf
 from pipeline.evaluate.truth import (
@@ -64,6 +71,7 @@ from pipeline.evaluate.truth import (
 
 __all__ = [
     "REPORT_METADATA_KEY",
+    "REPORT_SUFFIXES",
     "SKIP_COLUMNS",
     "SROIE_MAP",
     "TRUTH_INDEX",
@@ -79,6 +87,7 @@ __all__ = [
     "ListField",
     "Outcome",
     "Plan",
+    "ReportFormatError",
     "ResultIndex",
     "Scorer",
     "TruthDoc",
@@ -101,6 +110,7 @@ __all__ = [
     "prf",
     "read_outcomes",
     "read_report",
+    "report_format",
     "sha256_file",
     "view",
     "write_report",

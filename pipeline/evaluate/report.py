@@ -11,11 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.evaluate.errors import EvalError
+from pipeline.evaluate.errors import EvalError, ReportFormatError
 from pipeline.evaluate.stats import EvalReport
 from pipeline.fs import write_bytes_atomic
 from pipeline.store import parquet_bytes
 
+REPORT_SUFFIXES = (".json", ".parquet")
 REPORT_METADATA_KEY = b"docextract.eval"
 _FIELDS_SCHEMA = pa.schema(
     [
@@ -67,6 +68,18 @@ def format_table(report: EvalReport) -> str:
     return "\n".join(lines)
 
 
+def report_format(path: Path | str) -> str:
+    """The report format a path asks for, by its extension (any case): ``.json`` or ``.parquet``.
+
+    Raises :class:`ReportFormatError` for any other extension, so a caller can check a ``--report``
+    path before evaluating."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in REPORT_SUFFIXES:
+        detail = f"not {suffix}" if suffix else "the name has no extension"
+        raise ReportFormatError(f"{path}: report format must be .json or .parquet ({detail})")
+    return suffix
+
+
 def _fields_table(report: EvalReport) -> pa.Table:
     rows = [{**asdict(f), "schema": report.schema, "evaluated_at": report.evaluated_at} for f in report.fields]
     table = pa.Table.from_pylist(rows, schema=_FIELDS_SCHEMA)
@@ -75,16 +88,15 @@ def _fields_table(report: EvalReport) -> pa.Table:
 
 
 def write_report(report: EvalReport, path: Path) -> None:
-    """``.json``: the whole report; ``.parquet``: one row per field (the whole report in the file metadata)."""
+    """``.json``: the whole report; ``.parquet``: one row per field (the whole report in the file metadata).
+
+    Any other extension raises :class:`ReportFormatError` before anything is written."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
+    if report_format(path) == ".json":
         data = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
         write_bytes_atomic(path, data.encode())
-    elif suffix == ".parquet":
-        write_bytes_atomic(path, parquet_bytes(_fields_table(report), "zstd"))
     else:
-        raise EvalError(f"{path}: report format must be .json or .parquet")
+        write_bytes_atomic(path, parquet_bytes(_fields_table(report), "zstd"))
 
 
 def read_report(path: Path) -> EvalReport:
