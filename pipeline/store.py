@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,22 @@ def read_table(out_dir: Path | str, name: str) -> pa.Table | None:
     if not files:
         return None
     return pa.concat_tables([_read_parquet(f) for f in files], promote_options="default")
+
+
+def table_parts(out_dir: Path | str, name: str) -> list[Any]:
+    """The ``*.parquet`` parts of table ``name`` (``results``, ``failures``) sorted by name, so a run's
+    parts come oldest first; none when the table does not exist.  For readers that need each part's rows
+    apart (``read_table`` concatenates them)."""
+    return _parts(fs.join(out_dir, name), "*.parquet")
+
+
+def read_part(location: Path | str, skip: Collection[str] = ()) -> pa.Table:
+    """One part without the columns named in ``skip`` (never read; on an object store, never fetched)."""
+    if not skip:
+        return _read_parquet(location)
+    with fs.open_input_file(location) as f:
+        names = pq.read_schema(f).names
+    return _read_parquet(location, columns=[n for n in names if n not in skip])
 
 
 def clean_tmp(out_dir: Path | str) -> int:

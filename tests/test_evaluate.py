@@ -24,12 +24,14 @@ from pydantic import BaseModel
 from pipeline.evaluate import (
     EvalError,
     EvalReport,
+    ReportFormatError,
     evaluate,
     format_table,
     max_weight_pairs,
     parse_amount,
     parse_date,
     read_report,
+    report_format,
     write_report,
 )
 from pipeline.columns import FAILURES_SCHEMA, model_row, results_schema
@@ -408,3 +410,19 @@ def test_write_report_round_trips_and_table_names_every_field(invoices, tmp_path
     assert "overall" in text and "missing 1" in text and "exact match" in text
     with pytest.raises(EvalError, match=".json or .parquet"):
         write_report(report, tmp_path / "eval.csv")
+
+
+def test_unknown_report_extension_is_refused_before_anything_is_written(invoices, tmp_path):
+    assert report_format("out/eval.json") == ".json" and report_format(Path("E.PARQUET")) == ".parquet"
+    with pytest.raises(ReportFormatError, match=r"eval\.csv: report format must be \.json or \.parquet \(not \.csv\)"):
+        report_format("out/eval.csv")  # checkable before any evaluation runs
+    write_results(invoices["out"], Invoice, [d["row"] for d in invoices["docs"]])
+    report = evaluate(invoices["truth"], invoices["out"])
+    for name in ("new/eval.csv", "new/eval", "new/eval.json.bak"):
+        with pytest.raises(ReportFormatError, match=r"must be \.json or \.parquet") as e:
+            write_report(report, tmp_path / name)
+        assert isinstance(e.value, EvalError) and isinstance(e.value, ValueError)
+        assert not (tmp_path / "new").exists()  # refused before any file or directory was made
+    assert "has no extension" in str(pytest.raises(ReportFormatError, write_report, report, tmp_path / "eval").value)
+    write_report(report, tmp_path / "E.JSON")  # the extension's case does not matter
+    assert read_report(tmp_path / "E.JSON") == report
