@@ -77,6 +77,11 @@ class EngineUnavailable(DocextractError, RuntimeError):
     documents stay pending (failure rows for them would make later runs skip them)."""
 
 
+class OutputUnwritable(DocextractError, OSError):
+    """A part or the manifest could not be written (disk full, permissions, the store refused): the
+    run stops with what it committed (exit code 6); the rest stays pending."""
+
+
 class RasterError(DocextractError):
     """One document could not be rasterized; becomes its failure row (``error_type``)."""
 

@@ -21,7 +21,7 @@ from pipeline import fs
 from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld
 from pipeline.lease import Lease
 from pipeline.records import ErrorType
-from pipeline.store import PartWriter, clean_tmp, finished_docs, reconcile
+from pipeline.store import PartWriter, clean_tmp, finished_docs, held_schema_name, reconcile, results_part_schema
 
 
 class Finished:
@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 
 class Output:
     def __init__(self, location: str | Path, run_id: str, arrow_schema: pa.Schema, compression: str,
-                 lease_ttl_s: float, on_lease_lost: Callable[[str], None]):
+                 lease_ttl_s: float, on_lease_lost: Callable[[str], None], schema_name: str = ""):
         self.location: Path | str = location if fs.is_uri(location) else Path(location)
         self.run_id = run_id
         self.arrow_schema, self.compression = arrow_schema, compression
+        self.schema_name = schema_name
         self.lease_ttl_s, self.on_lease_lost = lease_ttl_s, on_lease_lost
         self._lock_fd: int | None = None
         self._lease: Lease | None = None
@@ -67,6 +68,7 @@ class Output:
             done, failed = (set(), {}) if force else finished_docs(self.location, run_key, strict=True)
         except (OSError, pa.ArrowException, DamagedPart) as e:
             raise CouldNotStart(f"cannot read the existing output in {self.location}: {e}") from e
+        self._check_schema()
         warnings = [f"removed {reconciled} superseded row(s) left by an earlier run"] if reconciled else []
         warnings += [
             f"{q} is not a readable Parquet part: moved to _quarantine/; its documents are processed again"
@@ -89,8 +91,12 @@ class Output:
             return
         import fcntl
 
-        self.location.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.location / ".docextract.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.location.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.location / ".docextract.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a file in the way, a read-only or missing mount, no permission
+            raise CouldNotStart(f"cannot write to the output {self.location}: {e.strerror or e}: pass an --out "
+                                "directory this user can create and write") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -100,6 +106,22 @@ class Output:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+
+    def _check_schema(self) -> None:
+        """Refuse to add rows whose columns differ from the results already here: one glob over
+        ``results/*.parquet`` must stay one readable table."""
+        held = results_part_schema(self.location)
+        if held is None or held.equals(self.arrow_schema, check_metadata=False):
+            return
+        mine = {f.name: f.type for f in self.arrow_schema}
+        theirs = {f.name: f.type for f in held}
+        diff = [f"+{n}" for n in mine if n not in theirs] + [f"-{n}" for n in theirs if n not in mine]
+        diff += [f"{n}: {theirs[n]} -> {mine[n]}" for n in mine if n in theirs and mine[n] != theirs[n]]
+        raise CouldNotStart(
+            f"{self.location}/results holds rows of schema {held_schema_name(self.location) or '?'} whose columns "
+            f"differ from schema {self.schema_name!r} ({', '.join(diff[:8]) or 'column order'}): write this "
+            "schema's results to another output"
+        )
 
     # -- writing ----------------------------------------------------------------------------
 

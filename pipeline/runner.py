@@ -32,12 +32,12 @@ from pipeline.columns import results_schema
 from pipeline.config import JobConfig, stable_hash
 from pipeline.engines.base import Engine, EngineBase
 from pipeline.engines.resilient import ResilientEngine
-from pipeline.errors import CouldNotStart, SchemaMappingError, SchemaNotFound
+from pipeline.errors import CouldNotStart, OutputUnwritable, SchemaMappingError, SchemaNotFound
 from pipeline.extract import Extractor
 from pipeline.manifest import Manifest
 from pipeline.output import Output
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for
-from pipeline.records import Failure, RasterizedDoc, Request, Sampling
+from pipeline.records import Document, Failure, RasterizedDoc, Request, Sampling
 from pipeline.rows import RowBuilder
 from pipeline.store import new_run_id
 from pipeline.summary import (
@@ -45,6 +45,7 @@ from pipeline.summary import (
     EXIT_ENGINE_DIED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT_FAILED,
     EXIT_TOO_MANY_FAILURES,
     Progress,
     RunStats,
@@ -55,7 +56,8 @@ from schemas import resolve
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "EXIT_COULD_NOT_START", "EXIT_ENGINE_DIED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TOO_MANY_FAILURES",
+    "EXIT_COULD_NOT_START", "EXIT_ENGINE_DIED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_OUTPUT_FAILED",
+    "EXIT_TOO_MANY_FAILURES",
     "CouldNotStart", "Progress", "RunSummary", "Runner", "run_job", "run_key_for",
 ]
 
@@ -81,7 +83,8 @@ class Runner:
         self.run_key = run_key_for(config, self.model)
         self.run_id = new_run_id()
         self.output = Output(out_dir, self.run_id, self.arrow_schema, config.output.compression,
-                             config.run.lease_ttl_s, on_lease_lost=lambda why: self.stop())
+                             config.run.lease_ttl_s, on_lease_lost=lambda why: self.stop(),
+                             schema_name=config.schema_name)
         self.out_dir = self.output.location
         self.rows = RowBuilder(config, self.arrow_schema, self.run_key, self.run_id)
         self.stats = RunStats()
@@ -108,23 +111,32 @@ class Runner:
         self.progress = Progress(total=len(todo) + len(rejects))
         self.manifest = Manifest(self.out_dir, self.config, self.run_id, self.run_key, inputs, found,
                                  self.backend.engine_name)
-        if todo and not self._stop.is_set():
-            pages = self.backend.source.rasterize(todo)  # 3. rasterize, ahead of the engine
-            try:
-                extractor = self._extractor(self._load_engine())  # nothing is written before the engine loads
-                pages.wait_started()  # ... nor before the rasterizers have started
+        try:
+            if todo and not self._stop.is_set():
+                self._extract(todo, rejects)  # 3-6. rasterize, prompt, infer, validate, write
+            else:
                 self.backend.source.save_state()
                 self._commit_rejects(rejects)
-                extractor.run(self._batches(iter(pages)))  # 4-6. prompt, infer, validate, write
-                summary.engine_died = extractor.engine_died
-            finally:
-                pages.close()
-        else:
+            with self.stats.timed("write"):
+                self._finish_output()
+        except OutputUnwritable as e:
+            log.error("%s; stopping, committed work is kept, the rest stays pending", e)
+            summary.output_error = str(e)
+        return self._summarize(summary)
+
+    def _extract(self, todo: list[Document], rejects: list[tuple[Document, Failure]]) -> None:
+        pages = self.backend.source.rasterize(todo)  # rasterizing starts now, while the engine loads
+        try:
+            extractor = self._extractor(self._load_engine())  # nothing is written before the engine loads
+            pages.wait_started()  # ... nor before the rasterizers have started
             self.backend.source.save_state()
             self._commit_rejects(rejects)
-        with self.stats.timed("write"):
-            self.output.finish()
-        return self._summarize(summary)
+            try:
+                extractor.run(self._batches(iter(pages)))
+            finally:
+                self.summary.engine_died = extractor.engine_died
+        finally:
+            pages.close()
 
     # -- the stages' parts ------------------------------------------------------------------
 
@@ -160,25 +172,45 @@ class Runner:
         return build_request(rdoc.document.doc_id, rdoc.pages, self.model, self.json_schema, self._sampling(1),
                              system=p.system, extra_instructions=p.instructions)
 
+    def _finish_output(self) -> None:
+        try:
+            self.output.finish()
+        except OSError as e:
+            raise OutputUnwritable(f"cannot finish the output in {self.out_dir}: {e}") from e
+
     def _commit_rejects(self, rejects: list[tuple[Any, Failure]]) -> None:
         if rejects:
             self._commit([], [self.rows.failure(d, f) for d, f in rejects])
 
     def _commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
         with self.stats.timed("write"):
-            self.output.commit(results, failures)
+            try:
+                self.output.commit(results, failures)
+            except OSError as e:
+                self.stop()
+                raise OutputUnwritable(f"cannot write a part to {self.out_dir}: {e}") from e
         self.stats.committed(len(results), failures)
         self.progress.done += len(results) + len(failures)
         self.progress.failed += len(failures)
         self.on_progress(self.progress)
-        self.manifest.write(self.summary, self.stats, "running")
+        try:
+            self.manifest.write(self.summary, self.stats, "running")
+        except OSError as e:
+            self.stop()
+            raise OutputUnwritable(f"cannot write run.json in {self.out_dir}: {e}") from e
 
     def _summarize(self, summary: RunSummary) -> RunSummary:
         summary.interrupted = self._stop.is_set() and self.stats.processed < self.progress.total
         self.stats.timings["wall"] = self.manifest.elapsed()
         summary.take(self.stats)
         status = summary.decide_exit(self.config.run.max_failure_rate, self.config.run.max_reject_rate)
-        self.manifest.write(summary, self.stats, status)
+        try:
+            self.manifest.write(summary, self.stats, status)
+        except OSError as e:  # the disk that refused a part may refuse this too: the summary still says it
+            log.error("could not write run.json in %s: %s", self.out_dir, e)
+            summary.warnings.append(f"run.json not written: {e}")
+            if summary.exit_code == EXIT_OK:
+                summary.exit_code, summary.output_error = EXIT_OUTPUT_FAILED, str(e)
         return summary
 
     def close(self) -> None:

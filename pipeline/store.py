@@ -301,3 +301,25 @@ def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
         else:
             fs.delete(f)
     return removed
+
+
+def results_part_schema(out_dir: Path | str) -> pa.Schema | None:
+    """The columns of the results already in an output (its newest part), or None when it has none."""
+    parts = _parts(fs.join(out_dir, "results"))
+    if not parts:
+        return None
+    newest = parts[-1]
+    if fs.is_uri(newest):
+        with fs.open_input_file(newest) as f:
+            return pq.read_schema(f)
+    return pq.read_schema(newest)
+
+
+def held_schema_name(out_dir: Path | str) -> str | None:
+    """The ``schema_name`` of the rows in the newest results part (None when unknown)."""
+    parts = _parts(fs.join(out_dir, "results"))
+    for part in reversed(parts):
+        t = _read_parquet(part, columns=["schema_name"])
+        if t.num_rows:
+            return str(t.column("schema_name")[0].as_py())
+    return None

@@ -17,6 +17,7 @@ EXIT_COULD_NOT_START = 2
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 4
 EXIT_ENGINE_DIED = 5
+EXIT_OUTPUT_FAILED = 6
 
 
 @dataclass
@@ -89,6 +90,7 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     engine_died: str | None = None  # why the engine became unavailable (the rest stays pending)
+    output_error: str | None = None  # why the output could not be written (the rest stays pending)
     exit_code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
 
@@ -117,6 +119,10 @@ class RunSummary:
 
     def decide_exit(self, max_failure_rate: float, max_reject_rate: float = 1.0) -> str:
         """Set ``exit_code``; return the run's final status for ``run.json``."""
+        if self.output_error:
+            self.exit_code = EXIT_OUTPUT_FAILED
+            self.warnings.append(f"output not writable: {self.output_error}; unfinished documents stay pending")
+            return "output_error"
         if self.engine_died:
             self.exit_code = EXIT_ENGINE_DIED
             self.warnings.append(f"engine unavailable: {self.engine_died}; unfinished documents stay pending")

@@ -126,3 +126,63 @@ def test_python_api_honours_backend_ray_with_an_engine_object_refused(tmp_path):
     with pytest.raises(CouldNotStart, match="ray"):
         run_job([str(d)], tmp_path / "out", small_config(backend="ray"), engine=ScriptedEngine({}))
     assert not Path(tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- outputs that cannot be written
+
+
+def test_out_pointing_at_a_file_or_an_unwritable_place_cannot_start(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf")
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub", Path("/proc/docextract-out")):
+        with pytest.raises(CouldNotStart, match="cannot write to the output"):
+            run_job([str(d)], out, small_config(), engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+
+
+def test_a_full_disk_mid_run_stops_cleanly_keeping_what_was_committed(tmp_path, monkeypatch):
+    import errno
+
+    from pipeline import fs
+    from pipeline.runner import EXIT_OUTPUT_FAILED
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(6):
+        write_pdf(d / f"doc{i}.pdf", text=f"Invoice {i}")
+    real = fs.write_bytes_atomic
+    parts = []
+
+    def disk_fills_up(location, data, tmp_dir=None):  # the disk (a test double): full after two parts
+        if "/results/" in str(location) or "/failures/" in str(location):
+            if len(parts) >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            parts.append(location)
+        return real(location, data, tmp_dir)
+
+    monkeypatch.setattr(fs, "write_bytes_atomic", disk_fills_up)
+    out = tmp_path / "out"
+    cfg = small_config(**{"run.batch_size": 2, "run.first_batch_size": 2})
+    s = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    assert s.exit_code == EXIT_OUTPUT_FAILED and "No space left" in (s.output_error or "")
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "output_error" and manifest["exit_code"] == EXIT_OUTPUT_FAILED
+    assert manifest["counts"]["succeeded"] == 4 == s.succeeded  # what is on disk, not what was attempted
+    monkeypatch.setattr(fs, "write_bytes_atomic", real)  # space freed: the rerun does the rest, once
+    again = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    assert (again.skipped, again.succeeded, again.exit_code) == (4, 2, EXIT_OK)
+    ids = duckdb.sql(f"SELECT doc_id FROM '{out}/results/*.parquet'").fetchall()
+    assert len(ids) == 6 == len(set(ids))
+
+
+def test_a_run_of_another_schema_into_an_output_is_refused(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf")
+    out = tmp_path / "out"
+    run_job([str(d)], out, small_config(), engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    with pytest.raises(CouldNotStart, match=r"schema invoice .*'receipt'.*\+merchant"):
+        run_job([str(d)], out, small_config(schema="receipt"), engine=ScriptedEngine({}))
+    n = duckdb.sql(f"SELECT count(*) FROM '{out}/results/*.parquet'").fetchall()[0][0]
+    assert n == 1  # the README's glob still reads one table
