@@ -115,7 +115,7 @@ def _print_summary(s: RunSummary) -> None:
 
 
 def _execute(
-    inputs: list[str], out: str, cfg: JobConfig, force: bool, retry_failed: bool, stage_dir: Path | None = None
+    inputs: list[str], out: str, cfg: JobConfig, force: bool, retry_failed: bool, stage_dir: str | None = None
 ) -> None:
     from pipeline.runner import run_job
 
@@ -175,21 +175,21 @@ def run(
 @app.command()
 def rasterize(
     inputs: Annotated[list[str], typer.Argument(help="Folders, globs, files or manifests.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Stage directory to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Stage directory to write (a local folder; replaced).")],
     config: ConfigOpt = None,
     workers: Annotated[Optional[int], typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
     max_pages: Annotated[Optional[int], typer.Option(help="Pages kept per document.")] = None,
 ) -> None:
     """Rasterize only (cheap CPU nodes): write a stage directory and print a pre-flight report."""
+    from pipeline.errors import InputError, StageError
     from pipeline.rasterize import RasterSettings
     from pipeline.stage import write_stage
 
     cfg = _config(config, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
     r = cfg.rasterize
-    settings = RasterSettings(r.dpi, r.min_pixels, r.max_pixels, r.max_pages, r.max_source_pixels, r.direct_scans)
     try:
-        rep = write_stage(inputs, out, settings, cfg.effective_workers(), r.timeout_s)
-    except (ValueError, OSError) as e:
+        rep = write_stage(inputs, out, RasterSettings.from_config(r), cfg.effective_workers(), r.timeout_s)
+    except (StageError, InputError, OSError) as e:
         _fail(str(e))
         return
     err(f"pre-flight report for {out}")
@@ -204,8 +204,8 @@ def rasterize(
 
 @app.command()
 def extract(
-    stage: Annotated[Path, typer.Argument(help="Stage directory written by 'docextract rasterize'.")],
-    out: Annotated[Path, typer.Option("--out", "-o")],
+    stage: Annotated[str, typer.Argument(help="Stage directory written by 'docextract rasterize' (local).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory or s3://bucket/prefix.")],
     config: ConfigOpt = None,
     schema: SchemaOpt = None,
     model: ModelOpt = None,
@@ -218,7 +218,7 @@ def extract(
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
     cfg = _config(config, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
-    _execute([str(stage)], str(out), cfg, force, retry_failed, stage_dir=stage)
+    _execute([stage], out, cfg, force, retry_failed, stage_dir=stage)
 
 
 @app.command("schema")

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from pipeline import fs
 from pipeline.config import JobConfig
 from pipeline.discover import Discovered, IdentityCache, discover
 from pipeline.errors import CouldNotStart, InputError, StageError
@@ -120,6 +121,9 @@ class StageSource:
     def __init__(self, config: JobConfig, stage_dir: Path | str):
         from pipeline.stage import check_settings, read_stage
 
+        if fs.is_uri(stage_dir):
+            raise CouldNotStart(f"{stage_dir}: a stage directory is a local folder (rasterize writes one; copy it "
+                                "here first); outputs (--out) may be object storage")
         self.stage_dir = Path(stage_dir)
         try:
             self._found, self._rows = read_stage(self.stage_dir)

@@ -16,6 +16,8 @@ stage writer slower than rasterizing itself; JPEG q95 is lossy.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from pipeline.errors import RasterError, StageError
 from pipeline.discover import Discovered, discover
 from pipeline.rasterize import RasterSettings, image_tokens
 from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
+from pipeline import fs
 from pipeline.fs import write_bytes_atomic
 from pipeline.store import parquet_bytes
 from pipeline.workers import default_memory_limit, rasterize_stream
@@ -144,12 +147,40 @@ def _doc_row(doc: Document, rdoc: RasterizedDoc | None, err: RasterError | None,
     }
 
 
+def _prepare(stage_dir: Path | str) -> tuple[Path, Path]:
+    """The stage folder, and a fresh folder inside it where the new pages are built (so a run killed while
+    writing leaves the old stage whole).  Object storage is refused: a stage is a local folder."""
+    if fs.is_uri(stage_dir):
+        raise StageError(f"{stage_dir}: a stage directory is a local folder (copy it to object storage afterwards, "
+                         "e.g. with `aws s3 sync`); `docextract run` and `extract --out` take object-store outputs")
+    stage = Path(stage_dir)
+    if stage.exists() and not stage.is_dir():
+        raise StageError(f"{stage} exists and is not a directory")
+    stage.mkdir(parents=True, exist_ok=True)
+    for old in stage.glob(".building-*"):  # left by a rasterize that was killed
+        shutil.rmtree(old, ignore_errors=True)
+    building = stage / f".building-{os.getpid()}-{time.time_ns()}"
+    building.mkdir()
+    return stage, building
+
+
+def _swap_in(stage: Path, building: Path) -> None:
+    """Replace the stage's pages with the new ones.  ``documents.parquet`` goes first (the stage is then
+    incomplete, and ``extract`` refuses it) and is written last, so no reader ever mixes two sets."""
+    (stage / "documents.parquet").unlink(missing_ok=True)
+    fs.fsync_dir(stage)
+    shutil.rmtree(stage / "pages", ignore_errors=True)
+    os.replace(building, stage / "pages")
+    fs.fsync_dir(stage)
+
+
 def write_stage(
-    inputs: list[str], stage_dir: Path, settings: RasterSettings, workers: int, timeout_s: float, part_pages: int = 256
+    inputs: list[str], stage_dir: Path | str, settings: RasterSettings, workers: int, timeout_s: float,
+    part_pages: int = 256,
 ) -> PreflightReport:
+    """Rasterize ``inputs`` into ``stage_dir``, replacing what it held (one consistent set of documents)."""
     t0 = time.perf_counter()
-    stage_dir = Path(stage_dir)
-    (stage_dir / "pages").mkdir(parents=True, exist_ok=True)
+    stage_dir, building = _prepare(stage_dir)
     found: Discovered = discover(inputs)
     report = PreflightReport(documents=found.total)
     doc_rows: list[dict[str, Any]] = []
@@ -166,7 +197,7 @@ def write_stage(
             return
         table = pa.Table.from_pylist(page_rows, schema=PAGES_SCHEMA)
         compression = {c: ("none" if c == "image" else "zstd") for c in table.column_names}
-        write_bytes_atomic(stage_dir / "pages" / f"part-{seq:05d}.parquet", parquet_bytes(table, compression))
+        write_bytes_atomic(building / f"part-{seq:05d}.parquet", parquet_bytes(table, compression))
         seq += 1
         page_rows = []
 
@@ -197,6 +228,7 @@ def write_stage(
         if len(page_rows) >= part_pages:
             flush()
     flush()
+    _swap_in(stage_dir, building)
     # documents.parquet last: its presence marks a complete stage.  It records the settings the
     # pages were made with: ``extract`` refuses a config whose pixels would differ (the run key says so).
     table = pa.Table.from_pylist(doc_rows, schema=DOCS_SCHEMA).replace_schema_metadata(
@@ -241,20 +273,20 @@ def stage_items(
         r = rows[d.doc_id]
         if r["stage"] == "rasterize":
             yield d, RasterError(ErrorType(r["error_type"]), r["message"])
-    pages: dict[str, list[Page]] = {}
+    pages: dict[str, dict[int, Page]] = {}
     emitted: set[str] = set()
     for part in sorted((Path(stage_dir) / "pages").glob("part-*.parquet")):
         for rec in pq.read_table(part).to_pylist():
-            if rec["doc_id"] not in wanted:
-                continue
+            if rec["doc_id"] not in wanted or rec["doc_id"] in emitted:
+                continue  # not asked for, or a copy of pages already given (each document once)
             img = decode_image(rec["image"], rec["width"], rec["height"], rec["encoding"])
-            pages.setdefault(rec["doc_id"], []).append(
-                Page(rec["doc_id"], rec["page_index"], img, rec["source_width"], rec["source_height"])
+            pages.setdefault(rec["doc_id"], {})[rec["page_index"]] = Page(
+                rec["doc_id"], rec["page_index"], img, rec["source_width"], rec["source_height"]
             )
         for doc_id in list(pages):
             r = rows[doc_id]
             if len(pages[doc_id]) == r["pages_used"]:
-                ps = sorted(pages.pop(doc_id), key=lambda p: p.index)
+                ps = sorted(pages.pop(doc_id).values(), key=lambda p: p.index)
                 emitted.add(doc_id)
                 yield wanted[doc_id], RasterizedDoc(wanted[doc_id], ps, r["page_count"], list(r["warnings"] or []))
     for doc_id, d in wanted.items():
