@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline import defaults as D
+from pipeline.defaults import PATCH
 from pipeline.errors import ConfigError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
-PATCH = 28  # Qwen2.5-VL: 14 px patches merged 2x2
 
 
 
@@ -28,19 +29,19 @@ class _Section(BaseModel):
 
 
 class RasterizeConfig(_Section):
-    dpi: int = Field(150, ge=36, le=600, description="Render resolution for PDF pages before fitting to the pixel budget.")
-    min_pixels: int = Field(56 * 56, ge=PATCH * PATCH, description="Smallest page image, in pixels (width*height).")
+    dpi: int = Field(D.DPI, ge=36, le=600, description="Render resolution for PDF pages before fitting to the pixel budget.")
+    min_pixels: int = Field(D.MIN_PIXELS, ge=PATCH * PATCH, description="Smallest page image, in pixels (width*height).")
     max_pixels: int = Field(
-        1280 * PATCH * PATCH, ge=PATCH * PATCH, description="Largest page image in pixels; ~max_pixels/784 image tokens."
+        D.MAX_PIXELS, ge=PATCH * PATCH, description="Largest page image in pixels; ~max_pixels/784 image tokens."
     )
-    max_pages: int = Field(8, ge=1, description="Pages kept per document; extra pages are dropped with a warning.")
+    max_pages: int = Field(D.MAX_PAGES, ge=1, description="Pages kept per document; extra pages are dropped with a warning.")
     workers: int = Field(0, ge=0, description="Rasterizing processes; 0 = one per CPU core; 1 = in the main process.")
     timeout_s: float = Field(120.0, gt=0, description="Time limit for rasterizing one document (worker processes only).")
     direct_scans: bool = Field(
-        True, description="Decode a page that is one full-page JPEG scan directly instead of rendering it."
+        D.DIRECT_SCANS, description="Decode a page that is one full-page JPEG scan directly instead of rendering it."
     )
     max_source_pixels: int = Field(
-        178_956_970, ge=1, description="Refuse images/pages whose decoded size exceeds this (decompression-bomb guard)."
+        D.MAX_SOURCE_PIXELS, ge=1, description="Refuse images/pages whose decoded size exceeds this (decompression-bomb guard)."
     )
 
     @model_validator(mode="after")
@@ -85,10 +86,10 @@ class EngineConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(2048, ge=1)
-    seed: int | None = 0
+    temperature: float = Field(D.TEMPERATURE, ge=0)
+    top_p: float = Field(D.TOP_P, gt=0, le=1)
+    max_tokens: int = Field(D.MAX_TOKENS, ge=1)
+    seed: int | None = D.SEED
 
 
 class RunConfig(_Section):

@@ -14,12 +14,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
 
-from pipeline.config import PATCH, RasterizeConfig
+from pipeline import defaults as D
+from pipeline.defaults import PATCH
 from pipeline.errors import RasterError
+
+if TYPE_CHECKING:
+    from pipeline.config import RasterizeConfig
 from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
 
 MAX_ASPECT = 200  # Qwen2.5-VL's processor rejects images with a larger aspect ratio
@@ -29,19 +34,16 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 
-_DEFAULTS = RasterizeConfig()  # one place for the defaults: the config
-
-
 @dataclass(frozen=True, slots=True)
 class RasterSettings:
     """What the rasterizer needs of ``[rasterize]`` (picklable, hashable; no worker count or timeout)."""
 
-    dpi: int = _DEFAULTS.dpi
-    min_pixels: int = _DEFAULTS.min_pixels
-    max_pixels: int = _DEFAULTS.max_pixels
-    max_pages: int = _DEFAULTS.max_pages
-    max_source_pixels: int = _DEFAULTS.max_source_pixels
-    direct_scans: bool = _DEFAULTS.direct_scans  # decode full-page JPEG scans directly instead of rendering them
+    dpi: int = D.DPI
+    min_pixels: int = D.MIN_PIXELS
+    max_pixels: int = D.MAX_PIXELS
+    max_pages: int = D.MAX_PAGES
+    max_source_pixels: int = D.MAX_SOURCE_PIXELS
+    direct_scans: bool = D.DIRECT_SCANS  # decode full-page JPEG scans directly instead of rendering them
 
     @classmethod
     def from_config(cls, r: RasterizeConfig) -> RasterSettings:

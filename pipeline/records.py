@@ -10,11 +10,14 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from pipeline.config import SamplingConfig
+from pipeline import defaults as D
+
+if TYPE_CHECKING:
+    from pipeline.config import SamplingConfig
 
 
 class Stage(str, enum.Enum):
@@ -136,17 +139,14 @@ class RasterizedDoc:
     seconds: float = 0.0
 
 
-_SAMPLING = SamplingConfig()  # one place for the defaults: the config
-
-
 @dataclass(slots=True)
 class Sampling:
     """Per-request sampling (defaults: ``[sampling]``'s)."""
 
-    temperature: float = _SAMPLING.temperature
-    top_p: float = _SAMPLING.top_p
-    max_tokens: int = _SAMPLING.max_tokens
-    seed: int | None = _SAMPLING.seed
+    temperature: float = D.TEMPERATURE
+    top_p: float = D.TOP_P
+    max_tokens: int = D.MAX_TOKENS
+    seed: int | None = D.SEED
 
     @classmethod
     def from_config(cls, s: SamplingConfig, temperature_step: float = 0.0, attempt: int = 1) -> Sampling:
