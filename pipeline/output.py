@@ -21,7 +21,15 @@ from pipeline import fs
 from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld
 from pipeline.lease import Lease
 from pipeline.records import ErrorType
-from pipeline.store import PartWriter, clean_tmp, finished_docs, held_schema_name, reconcile, results_part_schema
+from pipeline.store import (
+    PartWriter,
+    SkippedPart,
+    clean_tmp,
+    finished_docs,
+    held_schema_name,
+    reconcile,
+    results_part_schema,
+)
 
 
 class Finished:
@@ -62,7 +70,7 @@ class Output:
         """Lock, clean up after a crash, and read what is finished; also the warnings to report."""
         self.lock()
         clean_tmp(self.location)
-        quarantined: list[str] = []
+        quarantined: list[SkippedPart] = []
         try:
             reconciled = reconcile(self.location, quarantined)  # a crash may have left a superseded row behind
             done, failed = (set(), {}) if force else finished_docs(self.location, run_key, strict=True)
@@ -71,7 +79,8 @@ class Output:
         self._check_schema()
         warnings = [f"removed {reconciled} superseded row(s) left by an earlier run"] if reconciled else []
         warnings += [
-            f"{q} is not a readable Parquet part: moved to _quarantine/; its documents are processed again"
+            f"{q.location} is not a readable part of docextract's ({q.reason}): moved to _quarantine/; "
+            "its documents are processed again"
             for q in quarantined
         ]
         return Finished(done, failed, force, retry_failed), warnings
