@@ -18,10 +18,11 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import fs
-from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld
+from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld, OutputLost
 from pipeline.lease import Lease
 from pipeline.records import ErrorType
 from pipeline.store import (
+    LOST,
     PartWriter,
     SkippedPart,
     clean_tmp,
@@ -141,13 +142,30 @@ class Output:
         return self._writer
 
     def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
-        self.writer.commit(results, failures)
+        writer = self.writer  # makes the tables' directories the first time: before the check, not after
+        self.check_present()
+        writer.commit(results, failures)
 
     def finish(self) -> None:
+        self.check_present()
         reconcile(self.location)  # re-processed documents (--force, --retry-failed, new run key): newest row wins
         self.writer.ensure_tables()
 
+    def check_present(self) -> None:
+        """``OutputLost`` when the local directory this run locked is gone, or is another one now."""
+        if self._lock_fd is None or not isinstance(self.location, Path):
+            return
+        held = os.fstat(self._lock_fd)
+        try:
+            now = os.stat(self.location / ".docextract.lock")
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise OutputLost(f"the output directory {self.location} {LOST}")
+
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         if self._lease is not None:
             try:
                 self._lease.release()

@@ -19,9 +19,10 @@ import datetime as dt
 import fnmatch
 import json
 import logging
+import os
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pipeline import fs
 from pipeline.columns import FAILURES_SCHEMA
-from pipeline.errors import DamagedPart
+from pipeline.errors import DamagedPart, OutputLost
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def _read_parquet(location: Path | str, columns: list[str] | None = None) -> pa.
     return pq.read_table(location, columns=columns)
 
 
+LOST = ("disappeared during the run (deleted or moved?), with the parts it held: the run stops; "
+        "run again to process the documents it lacks")
+
+
 @dataclass
 class PartWriter:
     out_dir: Path | str
@@ -68,6 +73,7 @@ class PartWriter:
     results_schema: pa.Schema
     compression: str = "zstd"
     seq: int = 0
+    _dir_fds: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if fs.is_uri(self.out_dir):
@@ -75,6 +81,24 @@ class PartWriter:
         self.out_dir = Path(self.out_dir)
         for sub in ("results", "failures", "_tmp"):
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
+        # held open: a table directory deleted under the run is told from one made anew at its path
+        for t in ("results", "failures"):
+            try:
+                self._dir_fds[t] = os.open(self.out_dir / t, os.O_RDONLY)
+            except FileNotFoundError as e:  # removed as soon as made
+                self.close()
+                raise OutputLost(f"{self.out_dir / t} {LOST}") from e
+
+    def _check_dir(self, table_name: str) -> None:
+        """``OutputLost`` when the table's directory this writer made has been removed (link count 0)."""
+        fd = self._dir_fds.get(table_name)
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            raise OutputLost(f"{fs.join(self.out_dir, table_name)} {LOST}")
+
+    def close(self) -> None:
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds = {}
 
     def _tmp_dir(self) -> Path | None:
         """Local parts are staged in ``_tmp/`` (cleaned at the next start); object-store parts need none."""
@@ -87,7 +111,17 @@ class PartWriter:
             return None
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
         final = fs.join(self.out_dir, table_name, f"part-{self.run_id}-{self.seq:05d}.parquet")
-        fs.write_bytes_atomic(final, parquet_bytes(table, self.compression), self._tmp_dir())
+        self._check_dir(table_name)  # never into a directory made anew: its parts are gone, the counts would lie
+        try:
+            fs.write_bytes_atomic(final, parquet_bytes(table, self.compression), self._tmp_dir())
+        except FileNotFoundError:
+            self._check_dir(table_name)  # removed while this part was written
+            raise
+        try:
+            self._check_dir(table_name)
+        except OutputLost:  # removed while this part was written: it went into a new one (or with the old)
+            fs.delete(final)
+            raise
         return final
 
     def ensure_tables(self) -> None:

@@ -1,14 +1,19 @@
 """Output faults made on purpose (the output's fault corpus, as ``raster_faults`` is the rasterizer's):
 files in ``results/`` and ``failures/`` that are not parts of ours, a crafted output whose ``run.json``
-names code."""
+names code, and an engine that deletes the output under a running job."""
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tests.conftest import invoice_truth
+from tests.scripted_engine import ScriptedEngine
 
 # A name that sorts after every real part (run ids start with a UTC timestamp): the newest "part".
 _LATE = "part-99991231T000000000000Z-fault"
@@ -66,3 +71,33 @@ def plant_code(out: Path, cwd: Path, marker: Path) -> None:
     (out / "run.json").write_text(json.dumps(manifest))
     for d in (out, cwd):
         (d / "evil.py").write_text(EVIL_MODULE.format(marker=str(marker)))
+
+
+def remove_dir(path: Path) -> None:
+    """``rm -rf path``, again while a commit running meanwhile makes it fail ("directory not empty")."""
+    for _ in range(100):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.01)
+
+
+class OutputThief(ScriptedEngine):
+    """Answers with an invoice; while answering its ``after``-th request it deletes the output
+    directory (someone's clean-up job running into the nightly run)."""
+
+    def __init__(self, out: Path, after: int):
+        self.out, self.after, self.seen = Path(out), after, 0
+        super().__init__(callback=self._answer, record=False)
+
+    def _answer(self, request: Any) -> dict[str, Any]:
+        self.seen += 1
+        if self.seen == self.after:
+            remove_dir(self.out)
+        return invoice_truth()
+
+
+def output_thief(config: Any = None) -> OutputThief:
+    """``--engine tests.output_faults:output_thief``; ``engine.options``: ``out``, ``after``."""
+    options = getattr(config, "options", {}) or {}
+    return OutputThief(Path(options["out"]), int(options.get("after", 3)))

@@ -1,7 +1,9 @@
 """Reading an output: a run quarantines what is not ours, ``status`` and ``inspect`` report damage
-instead of crashing, and reading never imports code the output names."""
+instead of crashing, reading never imports code the output names, and a run whose output vanishes
+stops instead of counting rows that are gone."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +12,11 @@ import duckdb
 import pytest
 
 from pipeline.errors import CouldNotStart
-from pipeline.runner import run_job
+from pipeline.runner import EXIT_OUTPUT_FAILED, run_job
 from pipeline.status import status
 from pipeline.store import SkippedPart, read_table
 from tests.conftest import REPO, invoice_truth, small_config, write_pdf
-from tests.output_faults import damage_output, plant_code
+from tests.output_faults import OutputThief, damage_output, plant_code, remove_dir
 from tests.scripted_engine import ScriptedEngine
 
 
@@ -154,3 +156,60 @@ def test_status_of_a_run_json_without_run_key_asks_for_the_config(done_output):
     with pytest.raises(CouldNotStart, match="-c"):
         status(out)
     assert status(out, config=small_config()).done == 4
+
+
+# ----------------------------------------------------------------------------- an output that vanishes
+
+
+def _six_docs(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        write_pdf(inputs / f"doc{i}.pdf", text=f"Invoice number {i}")
+    return inputs
+
+
+def test_output_deleted_mid_run_stops_the_run_and_leaves_the_documents_pending(tmp_path):
+    # Before: the commit recreated the directory and went on; the summary said 6 extracted for the
+    # 2-4 rows left on disk.
+    inputs, out = _six_docs(tmp_path), tmp_path / "out"
+    cfg = small_config(**{"run.batch_size": 2})
+    s = run_job([str(inputs)], out, cfg, engine=OutputThief(out, after=3))
+    assert s.exit_code == EXIT_OUTPUT_FAILED and "disappeared" in s.output_error and str(out) in s.output_error
+    assert s.processed < 6  # stopped at the first commit after the deletion
+    assert not list(out.glob("results/*.parquet")) and not list(out.glob("failures/*.parquet"))
+    again = run_job([str(inputs)], out, cfg, engine=_engine())
+    assert (again.skipped, again.processed, again.succeeded) == (0, 6, 6)
+    rows = all_rows(out)
+    assert len(rows) == 6 == len({d for d, _ in rows})
+
+
+def test_cli_run_whose_output_is_deleted_exits_6_with_a_clear_message(tmp_path):
+    inputs, out = _six_docs(tmp_path), tmp_path / "out"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[run]\nbatch_size = 2\nprogress = false\n"
+        f"[engine.options]\nout = {json.dumps(str(out))}\nafter = 3\n"
+    )
+    r = _cli("run", str(inputs), "--out", str(out), "-c", str(cfg), "--engine", "tests.output_faults:output_thief")
+    assert r.returncode == EXIT_OUTPUT_FAILED, (r.returncode, r.stderr)
+    assert "disappeared during the run" in r.stderr and str(out) in r.stderr and "Traceback" not in r.stderr
+    assert not list(out.glob("results/*.parquet"))
+
+
+def test_a_table_directory_removed_mid_run_is_not_recreated(tmp_path):
+    # Someone removes results/ only: its parts are gone, so the run stops rather than writing
+    # the rest into a fresh, half-empty results/.
+    inputs, out = _six_docs(tmp_path), tmp_path / "out"
+    removed = []
+
+    def answer(req):
+        if not removed and list((out / "results").glob("part-*.parquet")):  # once it holds a part
+            remove_dir(out / "results")
+            removed.append(req.doc_id)
+        return invoice_truth()
+
+    s = run_job([str(inputs)], out, small_config(**{"run.batch_size": 2}), engine=ScriptedEngine(callback=answer))
+    assert s.exit_code == EXIT_OUTPUT_FAILED and f"{out / 'results'} disappeared" in s.output_error
+    assert removed and not list(out.glob("results/*.parquet"))  # nothing in a results/ made anew
+    assert os.path.isdir(out / "failures")
