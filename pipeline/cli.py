@@ -239,32 +239,37 @@ def inspect(
     rows: Annotated[int, typer.Option(help="Sample rows to show.")] = 3,
 ) -> None:
     """Counts, failure reasons and a few rows of a run's output."""
-    from pipeline.store import read_table
+    from pipeline.status import read_manifest
+    from pipeline.store import SkippedPart, read_table
 
-    res = read_table(out, "results")
-    fail = read_table(out, "failures")
-    if res is None and fail is None:
+    skipped: list[SkippedPart] = []
+    res = read_table(out, "results", skipped)
+    fail = read_table(out, "failures", skipped)
+    if res is None and fail is None and not skipped:
         _fail(f"{out} has no results/ or failures/ parts")
     n_res = res.num_rows if res is not None else 0
     n_fail = fail.num_rows if fail is not None else 0
     typer.echo(f"results: {n_res} rows; failures: {n_fail} rows")
     if fail is not None and n_fail:
-        c = Counter(zip(fail.column("stage").to_pylist(), fail.column("error_type").to_pylist()))
+        c = Counter(zip(fail.column("stage").to_pylist(), fail.column("error_type").to_pylist(), strict=True))
         for (stage, et), n in c.most_common():
             typer.echo(f"  {stage:10s} {et:18s} {n}")
         for r in fail.slice(0, rows).to_pylist():
-            typer.echo(f"  - {r['source_path']}: [{r['error_type']}] {r['message'][:160]}")
+            typer.echo(f"  - {r['source_path']}: [{r['error_type']}] {(r.get('message') or '')[:160]}")
     if res is not None and n_res:
         skip = {"raw_json", "warnings", "run_key", "run_id", "extracted_at", "schema_name", "model"}
         for r in res.slice(0, rows).to_pylist():
             shown = {k: v for k, v in r.items() if k not in skip}
             typer.echo("  " + json.dumps(shown, default=str, ensure_ascii=False)[:400])
-    from pipeline import fs
-
-    manifest = fs.join(str(out), "run.json")
-    if fs.exists(manifest):
-        m = json.loads(fs.read_bytes(manifest))
+    try:
+        m = read_manifest(out)
+    except CouldNotStart as e:
+        err(f"warning: {e}", err=True)
+        m = None
+    if m is not None:
         typer.echo(f"last run {m.get('run_id')}: status {m.get('status')}, throughput {m.get('throughput')}")
+    for s in skipped:
+        err(f"warning: {s.location} skipped: {s.reason}", err=True)
 
 
 @app.command("status")
@@ -285,13 +290,17 @@ def status_cmd(
     failed = sum(st.failed_by_type.values())
     typer.echo(f"run key {st.run_key}")
     typer.echo(f"done:    {st.done}")
-    typer.echo(f"failed:  {failed}" + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(st.failed_by_type.items())) + ")" if failed else ""))
+    by_type = ", ".join(f"{k}={v}" for k, v in sorted(st.failed_by_type.items()))
+    typer.echo(f"failed:  {failed}" + (f" ({by_type})" if failed else ""))
     typer.echo(f"pending: {st.pending if st.pending is not None else 'unknown (inputs not found)'}")
     if st.other_keys:
         typer.echo(f"rows under other run keys (older schema/model/settings): {st.other_keys}")
     if st.last_run:
         lr = st.last_run
-        typer.echo(f"last run {lr.get('run_id')}: {lr.get('status')}, exit code {lr.get('exit_code')}, updated {lr.get('updated_at')}")
+        typer.echo(f"last run {lr.get('run_id')}: {lr.get('status')}, exit code {lr.get('exit_code')}, "
+                   f"updated {lr.get('updated_at')}")
+    for s in st.damaged:
+        err(f"warning: {s.location} skipped: {s.reason}", err=True)
 
 
 @app.command()

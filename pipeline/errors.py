@@ -11,6 +11,8 @@ Which ones end a run:
   cannot be read or locked.  Exit code 2, nothing written.
 * ``EngineUnavailable``: the engine died and could not be rebuilt.  Exit code 5, the rest
   stays pending.
+* ``OutputUnwritable`` (and ``OutputLost``, the output directory vanished): a part or run.json
+  could not be written mid-run.  Exit code 6, the documents not committed stay pending.
 
 The others are raised inside one stage and turned into a failure row or a ``CouldNotStart``
 by the stage that calls them; they never reach the user as a traceback.
@@ -80,6 +82,11 @@ class EngineUnavailable(DocextractError, RuntimeError):
 class OutputUnwritable(DocextractError, OSError):
     """A part or the manifest could not be written (disk full, permissions, the store refused): the
     run stops with what it committed (exit code 6); the rest stays pending."""
+
+
+class OutputLost(OutputUnwritable):
+    """The output directory (or one of its tables) disappeared during the run, with its parts: the run
+    stops instead of writing the rest into a fresh, half-empty one (exit code 6)."""
 
 
 class RasterError(DocextractError):

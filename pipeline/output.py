@@ -18,10 +18,19 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import fs
-from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld
+from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld, OutputLost
 from pipeline.lease import Lease
 from pipeline.records import ErrorType
-from pipeline.store import PartWriter, clean_tmp, finished_docs, held_schema_name, reconcile, results_part_schema
+from pipeline.store import (
+    LOST,
+    PartWriter,
+    SkippedPart,
+    clean_tmp,
+    finished_docs,
+    held_schema_name,
+    reconcile,
+    results_part_schema,
+)
 
 
 class Finished:
@@ -62,7 +71,7 @@ class Output:
         """Lock, clean up after a crash, and read what is finished; also the warnings to report."""
         self.lock()
         clean_tmp(self.location)
-        quarantined: list[str] = []
+        quarantined: list[SkippedPart] = []
         try:
             reconciled = reconcile(self.location, quarantined)  # a crash may have left a superseded row behind
             done, failed = (set(), {}) if force else finished_docs(self.location, run_key, strict=True)
@@ -71,7 +80,8 @@ class Output:
         self._check_schema()
         warnings = [f"removed {reconciled} superseded row(s) left by an earlier run"] if reconciled else []
         warnings += [
-            f"{q} is not a readable Parquet part: moved to _quarantine/; its documents are processed again"
+            f"{q.location} is not a readable part of docextract's ({q.reason}): moved to _quarantine/; "
+            "its documents are processed again"
             for q in quarantined
         ]
         return Finished(done, failed, force, retry_failed), warnings
@@ -132,13 +142,30 @@ class Output:
         return self._writer
 
     def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
-        self.writer.commit(results, failures)
+        writer = self.writer  # makes the tables' directories the first time: before the check, not after
+        self.check_present()
+        writer.commit(results, failures)
 
     def finish(self) -> None:
+        self.check_present()
         reconcile(self.location)  # re-processed documents (--force, --retry-failed, new run key): newest row wins
         self.writer.ensure_tables()
 
+    def check_present(self) -> None:
+        """``OutputLost`` when the local directory this run locked is gone, or is another one now."""
+        if self._lock_fd is None or not isinstance(self.location, Path):
+            return
+        held = os.fstat(self._lock_fd)
+        try:
+            now = os.stat(self.location / ".docextract.lock")
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise OutputLost(f"the output directory {self.location} {LOST}")
+
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         if self._lease is not None:
             try:
                 self._lease.release()

@@ -1,20 +1,25 @@
-"""``docextract status``: what is done, failed (by type) and pending for an output location."""
+"""``docextract status``: what is done, failed (by type) and pending for an output location.
+
+Reading an output never imports code the output names: the run key comes from ``run.json``
+(``run_key``), not from the schema it records.  A schema is imported only when the caller passes a
+config (``docextract status OUT -c job.toml``) naming it.
+"""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.compute as pc
 
 from pipeline import fs
 from pipeline.config import JobConfig
 from pipeline.discover import IdentityCache, discover
-from pipeline.errors import CouldNotStart, InputError
-from pipeline.runner import run_key_for
-from pipeline.store import finished_docs, read_table
-from schemas import resolve
+from pipeline.errors import CouldNotStart, InputError, SchemaMappingError, SchemaNotFound
+from pipeline.store import SkippedPart, finished_in, read_keys
 
 
 @dataclass
@@ -25,37 +30,65 @@ class Status:
     pending: int | None  # None when the inputs are unknown
     other_keys: int  # rows written under another run key (older schema/model/settings)
     last_run: dict[str, Any] | None
+    damaged: list[SkippedPart] = field(default_factory=list)  # files left out: not parts of ours, unreadable
+
+
+def read_manifest(out_dir: Path | str) -> dict[str, Any] | None:
+    """``run.json`` of an output, None when there is none.  ``CouldNotStart`` when it is not a JSON object."""
+    loc = fs.join(out_dir, "run.json")
+    if not fs.exists(loc):
+        return None
+    try:
+        manifest = json.loads(fs.read_bytes(loc))
+    except (OSError, ValueError) as e:
+        raise CouldNotStart(f"cannot read {loc} ({e})") from e
+    if not isinstance(manifest, dict):
+        raise CouldNotStart(f"{loc} is not a run manifest (a JSON object)")
+    return manifest
+
+
+def _run_key(out_dir: Path | str, manifest: dict[str, Any] | None, config: JobConfig | None) -> str:
+    if config is not None:  # the caller named the schema: importing it is theirs to decide
+        from pipeline.runner import run_key_for
+        from schemas import resolve
+
+        try:
+            return run_key_for(config, resolve(config.schema_name))
+        except (SchemaNotFound, SchemaMappingError) as e:
+            raise CouldNotStart(str(e)) from e
+    key = (manifest or {}).get("run_key")
+    if not isinstance(key, str):
+        where = "has no run.json" if manifest is None else "has a run.json without a run key"
+        raise CouldNotStart(f"{out_dir} {where}; pass the config used for the run (-c)")
+    return key
 
 
 def status(out_dir: str | Path, inputs: list[str] | None = None, config: JobConfig | None = None) -> Status:
     """What is done, failed (by type) and pending for an output directory.
 
-    Inputs and config default to those of the last run recorded in ``run.json``.
-    """
+    The run key is the last run's (``run.json``) unless ``config`` is given; inputs default to the
+    last run's.  Files in ``results/``/``failures/`` that are not readable parts of ours are left out
+    and listed in ``damaged``."""
     out_dir = out_dir if fs.is_uri(out_dir) else Path(out_dir)
-    manifest = None
-    if fs.exists(fs.join(out_dir, "run.json")):
-        manifest = json.loads(fs.read_bytes(fs.join(out_dir, "run.json")))
-    if config is None:
-        if manifest is None:
-            raise CouldNotStart(f"{out_dir} has no run.json; pass the config used for the run")
-        config = JobConfig.model_validate(manifest["config"])
-    if inputs is None and manifest is not None:
-        inputs = manifest.get("inputs")
-    model = resolve(config.schema_name)
-    key = run_key_for(config, model)
-    done, failed = finished_docs(out_dir, key)
-    other = 0
-    for name in ("results", "failures"):
-        t = read_table(out_dir, name)
-        if t is not None:
-            other += sum(1 for k in t.column("run_key").to_pylist() if k != key)
+    try:
+        manifest = read_manifest(out_dir)
+    except CouldNotStart as e:
+        if config is None:
+            raise CouldNotStart(f"{e}; pass the config used for the run (-c)") from e
+        manifest = None
+    key = _run_key(out_dir, manifest, config)
+    if inputs is None and manifest is not None and isinstance(manifest.get("inputs"), list):
+        inputs = [str(i) for i in manifest["inputs"]]
+    damaged: list[SkippedPart] = []
+    keys = read_keys(out_dir, skipped=damaged)
+    done, failed = finished_in(keys, key)
+    other = sum(t.num_rows - (pc.sum(pc.equal(t.column("run_key"), key)).as_py() or 0) for t in keys if t is not None)
     pending = None
     if inputs:
         try:
-            found = discover(inputs, cache=IdentityCache.load(out_dir))  # read-only here: not saved
+            found = discover(inputs, cache=IdentityCache.load(out_dir))  # read-only: not saved
             ids = [d.doc_id for d in found.documents] + [d.doc_id for d, _ in found.failures]
             pending = sum(1 for i in ids if i not in done and i not in failed)
         except (InputError, OSError):
             pending = None
-    return Status(key, len(done), dict(Counter(failed.values())), pending, other, manifest)
+    return Status(key, len(done), dict(Counter(failed.values())), pending, other, manifest, damaged)

@@ -16,11 +16,13 @@ readers, and ``_tmp/`` is not used.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import logging
+import os
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pipeline import fs
 from pipeline.columns import FAILURES_SCHEMA
-from pipeline.errors import DamagedPart
+from pipeline.errors import DamagedPart, OutputLost
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ def _read_parquet(location: Path | str, columns: list[str] | None = None) -> pa.
     return pq.read_table(location, columns=columns)
 
 
+LOST = ("disappeared during the run (deleted or moved?), with the parts it held: the run stops; "
+        "run again to process the documents it lacks")
+
+
 @dataclass
 class PartWriter:
     out_dir: Path | str
@@ -67,6 +73,7 @@ class PartWriter:
     results_schema: pa.Schema
     compression: str = "zstd"
     seq: int = 0
+    _dir_fds: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if fs.is_uri(self.out_dir):
@@ -74,6 +81,24 @@ class PartWriter:
         self.out_dir = Path(self.out_dir)
         for sub in ("results", "failures", "_tmp"):
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
+        # held open: a table directory deleted under the run is told from one made anew at its path
+        for t in ("results", "failures"):
+            try:
+                self._dir_fds[t] = os.open(self.out_dir / t, os.O_RDONLY)
+            except FileNotFoundError as e:  # removed as soon as made
+                self.close()
+                raise OutputLost(f"{self.out_dir / t} {LOST}") from e
+
+    def _check_dir(self, table_name: str) -> None:
+        """``OutputLost`` when the table's directory this writer made has been removed (link count 0)."""
+        fd = self._dir_fds.get(table_name)
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            raise OutputLost(f"{fs.join(self.out_dir, table_name)} {LOST}")
+
+    def close(self) -> None:
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds = {}
 
     def _tmp_dir(self) -> Path | None:
         """Local parts are staged in ``_tmp/`` (cleaned at the next start); object-store parts need none."""
@@ -86,7 +111,17 @@ class PartWriter:
             return None
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
         final = fs.join(self.out_dir, table_name, f"part-{self.run_id}-{self.seq:05d}.parquet")
-        fs.write_bytes_atomic(final, parquet_bytes(table, self.compression), self._tmp_dir())
+        self._check_dir(table_name)  # never into a directory made anew: its parts are gone, the counts would lie
+        try:
+            fs.write_bytes_atomic(final, parquet_bytes(table, self.compression), self._tmp_dir())
+        except FileNotFoundError:
+            self._check_dir(table_name)  # removed while this part was written
+            raise
+        try:
+            self._check_dir(table_name)
+        except OutputLost:  # removed while this part was written: it went into a new one (or with the old)
+            fs.delete(final)
+            raise
         return final
 
     def ensure_tables(self) -> None:
@@ -111,7 +146,7 @@ class PartWriter:
 
 
 def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_run_id() -> str:
@@ -120,75 +155,165 @@ def new_run_id() -> str:
 
 # --------------------------------------------------------------------------- reading
 
+# What makes a part ours, besides its name (``part-*.parquet``): these columns, typed string, with
+# no null ``doc_id``, ``stage`` or ``error_type`` and only our error types.  Every reader (a run,
+# ``status``, ``inspect``) reads them, so a part that passes is safe for all of them.
+KEY_COLUMNS = {
+    "results": ("doc_id", "source_path", "run_key"),
+    "failures": ("doc_id", "source_path", "run_key", "stage", "error_type"),
+}
+_NOT_NULL = ("doc_id", "stage", "error_type")
+PART_PATTERN = "part-*.parquet"
 
 
+@dataclass(frozen=True)
+class SkippedPart:
+    """A file a reader left out of a table, and why (damaged, not ours, or unreadable)."""
 
-def _read_part_strict(location: Path | str, columns: list[str]) -> pa.Table:
-    """Read ``columns`` of one part.  Raises ``DamagedPart`` when the file is readable but damaged (or
-    lacks a column), ``OSError`` when it cannot be read at all.  pyarrow reports some damage (a bad
-    footer, a corrupt page) as ``OSError`` too, so an ``OSError`` is told apart by reading the raw bytes
-    and parsing them again: if the bytes come but do not parse, the part is damaged; if they parse, the
-    first error was passing and the table is used."""
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _check_ours(t: pa.Table, table: str) -> None:
+    """``DamagedPart`` unless ``t`` has our key columns with our types and values."""
+    for name in KEY_COLUMNS[table]:
+        if name not in t.column_names:
+            raise DamagedPart(f"no column {name!r}")
+        typ = t.schema.field(name).type
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            raise DamagedPart(f"column {name!r} is {typ}, not string")
+        nulls = t.column(name).null_count if name in _NOT_NULL else 0
+        if nulls:
+            raise DamagedPart(f"{nulls} row(s) with a null {name!r}")
+    if table == "failures":
+        from pipeline.records import ErrorType
+
+        known = {e.value for e in ErrorType}
+        odd = sorted(set(t.column("error_type").unique().to_pylist()) - known)
+        if odd:
+            raise DamagedPart(f"error_type {odd[0]!r} is not one of docextract's")
+
+
+def read_our_part(location: Path | str, table: str, columns: list[str] | None = None) -> pa.Table:
+    """``columns`` (all when None) of one part of ``table`` ("results" or "failures"), checked to be
+    ours.  Raises ``DamagedPart`` when the file is not readable Parquet of ours, ``OSError`` when it
+    cannot be read at all.  pyarrow reports some damage (a bad footer, a corrupt page) as ``OSError``
+    too, so an ``OSError`` is told apart by reading the raw bytes and parsing them again: if the bytes
+    come but do not parse, the part is damaged; if they parse, the first error was passing."""
+    wanted = None if columns is None else list(dict.fromkeys([*KEY_COLUMNS[table], *columns]))
     try:
-        t = _read_parquet(location, columns=columns)
-    except pa.ArrowInvalid as e:
-        raise DamagedPart(str(e)) from e
+        t = _read_parquet(location, columns=wanted)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise DamagedPart(_first_line(e)) from e
     except OSError as first:
         if getattr(first, "errno", None) is not None:
             raise  # a real I/O error (permissions, missing, network): not the file's fault
         data = fs.read_bytes(location)  # OSError here: cannot be read at all
         try:
-            t = pq.read_table(pa.BufferReader(data), columns=columns)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DamagedPart(str(e)) from e
-    missing = [c for c in columns if c not in t.column_names]
-    if missing:
-        raise DamagedPart(f"no column(s) {missing}")
-    return t
+            t = pq.read_table(pa.BufferReader(data), columns=wanted)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
+            raise DamagedPart(_first_line(e)) from e
+    _check_ours(t, table)
+    return t if columns is None else t.select(columns)
 
 
-def _read_columns(directory: Path | str, columns: list[str], strict: bool = False) -> pa.Table | None:
-    """The columns of every part in a directory.  Readers (status, inspect) skip what they cannot read;
-    a run (``strict``: only our ``part-*`` files, which ``reconcile`` has checked) must not: it would take
-    those documents for undone."""
-    files = _parts(directory, "part-*.parquet" if strict else "*.parquet")
-    if not files:
-        return None
-    tables = []
-    for f in files:
+def _is_part_name(location: Any) -> bool:
+    return fnmatch.fnmatchcase(fs.basename(location), PART_PATTERN)
+
+
+STRAY_REASON = "not named like a part of docextract's (part-<run_id>-<seq>.parquet)"
+
+
+def _skip(skipped: list[SkippedPart] | None, location: Any, e: BaseException) -> None:
+    reason = str(e) if isinstance(e, DamagedPart) else f"cannot be read: {e}"
+    log.info("skipping %s: %s", location, reason)  # the caller reports what it skipped
+    if skipped is not None:
+        skipped.append(SkippedPart(str(location), reason))
+
+
+def _read_parts(
+    out_dir: Path | str, table: str, columns: list[str] | None, strict: bool, skipped: list[SkippedPart] | None
+) -> list[tuple[Any, pa.Table]]:
+    """(location, rows) of every part of one table.  A run (``strict``: after ``reconcile`` moved aside
+    what is not ours) raises on a part it cannot use, or it would take those documents for undone.
+    A reader leaves out every ``*.parquet`` file that is not a part of ours and appends it, with the
+    reason, to ``skipped``."""
+    out = []
+    for f in _parts(fs.join(out_dir, table), PART_PATTERN if strict else "*.parquet"):
         try:
-            tables.append(_read_part_strict(f, columns) if strict else _read_parquet(f, columns=columns))
-        except (pa.ArrowInvalid, OSError, DamagedPart):
+            if not _is_part_name(f):
+                raise DamagedPart(STRAY_REASON)
+            out.append((f, read_our_part(f, table, columns)))
+        except (DamagedPart, OSError) as e:
             if strict:
                 raise
-            continue  # not one of ours, or unreadable: never fatal for a reader
-    return pa.concat_tables(tables) if tables else None
+            _skip(skipped, f, e)
+    return out
 
 
-def finished_docs(out_dir: Path | str, run_key: str, strict: bool = False) -> tuple[set[str], dict[str, str]]:
-    """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``.  ``strict``: a part
-    that cannot be read raises (a run must not take its documents for undone)."""
+Keys = tuple[pa.Table | None, pa.Table | None]
+
+
+def read_keys(out_dir: Path | str, strict: bool = False, skipped: list[SkippedPart] | None = None) -> Keys:
+    """(results ``doc_id, run_key``, failures ``doc_id, run_key, error_type``); None for a table without parts."""
+    res = [t for _, t in _read_parts(out_dir, "results", ["doc_id", "run_key"], strict, skipped)]
+    fail = [t for _, t in _read_parts(out_dir, "failures", ["doc_id", "run_key", "error_type"], strict, skipped)]
+    return _concat(res), _concat(fail)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table | None:
+    """One table of parts (a part rewritten by another tool may differ in nullability or string width)."""
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def finished_in(keys: Keys, run_key: str) -> tuple[set[str], dict[str, str]]:
+    """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``."""
+    results, failures = keys
     done: set[str] = set()
     failed: dict[str, str] = {}
-    t = _read_columns(fs.join(out_dir, "results"), ["doc_id", "run_key"], strict)
-    if t is not None:
-        for d, k in zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist()):
+    if results is not None:
+        for d, k in zip(results.column("doc_id").to_pylist(), results.column("run_key").to_pylist(), strict=True):
             if k == run_key:
                 done.add(d)
-    t = _read_columns(fs.join(out_dir, "failures"), ["doc_id", "run_key", "error_type"], strict)
-    if t is not None:
-        cols = zip(t.column("doc_id").to_pylist(), t.column("run_key").to_pylist(), t.column("error_type").to_pylist())
-        for d, k, e in cols:
+    if failures is not None:
+        t = failures
+        cols = (t.column(c).to_pylist() for c in ("doc_id", "run_key", "error_type"))
+        for d, k, e in zip(*cols, strict=True):
             if k == run_key and d not in done:
                 failed[d] = e
     return done, failed
 
 
-def read_table(out_dir: Path | str, name: str) -> pa.Table | None:
-    files = _parts(fs.join(out_dir, name), "*.parquet")
-    if not files:
-        return None
-    return pa.concat_tables([_read_parquet(f) for f in files], promote_options="default")
+def finished_docs(
+    out_dir: Path | str, run_key: str, strict: bool = False, skipped: list[SkippedPart] | None = None
+) -> tuple[set[str], dict[str, str]]:
+    """(doc_ids with a result, {doc_id: error_type} of failures) under ``run_key``.  ``strict``: a part
+    that cannot be read raises (a run must not take its documents for undone); otherwise it is left
+    out and appended to ``skipped``."""
+    return finished_in(read_keys(out_dir, strict, skipped), run_key)
+
+
+def read_table(out_dir: Path | str, name: str, skipped: list[SkippedPart] | None = None) -> pa.Table | None:
+    """All rows of one table (``results`` or ``failures``) for readers; None when it has no part.
+    A part that is not ours, cannot be read, or whose columns cannot be merged with the others'
+    (another schema's types) is left out and appended, with the reason, to ``skipped``."""
+    merged: pa.Schema | None = None
+    tables = []
+    for f, t in _read_parts(out_dir, name, None, False, skipped):
+        try:
+            merged = t.schema if merged is None else pa.unify_schemas([merged, t.schema], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            _skip(skipped, f, DamagedPart(f"columns do not match the other parts': {_first_line(e)}"))
+            continue
+        tables.append(t)
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
 def table_parts(out_dir: Path | str, name: str) -> list[Any]:
@@ -226,13 +351,25 @@ def clean_tmp(out_dir: Path | str) -> int:
     return n
 
 
-def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
+def _quarantine(out_dir: Path | str, table: str, location: Any, reason: str, moved: list[SkippedPart] | None) -> None:
+    """Move a file that is not a part of ours to ``_quarantine/<table>/`` (never over an earlier one)."""
+    dest = fs.join(out_dir, "_quarantine", table, fs.basename(location))
+    if fs.exists(dest):
+        dest = fs.join(out_dir, "_quarantine", table, f"{fs.basename(location)}.{uuid.uuid4().hex[:8]}")
+    log.warning("%s is not a part of docextract's (%s): moved to %s", location, reason, dest)
+    fs.move(location, dest)
+    if moved is not None:
+        moved.append(SkippedPart(str(location), reason))
+
+
+def reconcile(out_dir: Path | str, quarantined: list[SkippedPart] | None = None) -> int:
     """Keep exactly one row per ``doc_id`` across results and failures: the newest, except that a
     retryable failure never replaces a result.
 
-    A part that is not readable Parquet with our columns (damaged on disk, or a stranger's file
-    named like a part) is moved to ``_quarantine/<table>/``, so the tables stay queryable and its
-    documents count as not done; its location is appended to ``quarantined``.  A part that cannot
+    A ``*.parquet`` file in ``results/`` or ``failures/`` that is not a part of ours (damaged on
+    disk, not named ``part-*``, or without our key columns and types: see ``KEY_COLUMNS``) is moved to
+    ``_quarantine/<table>/``, so the tables stay queryable and its documents count as not done; it is
+    appended, with the reason, to ``quarantined``.  A part that cannot
     be read at all (``OSError``: permissions, the store not answering) raises: going on without
     it would process its documents a second time.
 
@@ -249,7 +386,7 @@ def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
     out_dir = out_dir if remote else Path(out_dir)
     parts: list[tuple[tuple[str, str], Any]] = []  # ((part name, table), location)
     for table in ("results", "failures"):
-        parts.extend(((fs.basename(f), table), f) for f in _parts(fs.join(out_dir, table)))
+        parts.extend(((fs.basename(f), table), f) for f in _parts(fs.join(out_dir, table), "*.parquet"))
     if not parts:
         return 0
     from pipeline.records import RETRYABLE
@@ -262,22 +399,19 @@ def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
     content_paths: dict[str, tuple[str, str]] = {}  # source_path -> newest part holding a content-id row
     path_rows: list[tuple[Any, int, str, tuple[str, str]]] = []  # (part, row, source_path, key) of "path:" ids
     for key, f in parts:
-        cols = ["doc_id", "source_path"] + (["error_type"] if key[1] == "failures" else [])
         try:
-            t = _read_part_strict(f, cols)
+            if not _is_part_name(f):
+                raise DamagedPart(STRAY_REASON)
+            t = read_our_part(f, key[1], list(KEY_COLUMNS[key[1]]))
             ids = t.column("doc_id").to_pylist()
             paths = t.column("source_path").to_pylist()
             etypes = t.column("error_type").to_pylist() if key[1] == "failures" else [None] * len(ids)
         except DamagedPart as e:
-            dest = fs.join(out_dir, "_quarantine", key[1], key[0])
-            log.warning("%s is not a readable part (%s): moved to %s", f, e, dest)
-            fs.move(f, dest)
-            if quarantined is not None:
-                quarantined.append(str(f))
+            _quarantine(out_dir, key[1], f, str(e), quarantined)
             continue
         prios = [0 if e in retryable else 1 for e in etypes]
         ids_by_part[f] = (key, ids, prios)
-        for i, (doc_id, path, prio) in enumerate(zip(ids, paths, prios)):
+        for i, (doc_id, path, prio) in enumerate(zip(ids, paths, prios, strict=True)):
             rank = (prio, *key)
             if doc_id not in best or rank > best[doc_id]:
                 best[doc_id] = rank
@@ -290,7 +424,8 @@ def reconcile(out_dir: Path | str, quarantined: list[str] | None = None) -> int:
     stale_path_rows = {(f, i) for f, i, path, key in path_rows if path in content_paths and content_paths[path] > key}
     removed = 0
     for f, (key, ids, prios) in ids_by_part.items():
-        keep = [best[d] == (p, *key) and (f, i) not in stale_path_rows for i, (d, p) in enumerate(zip(ids, prios))]
+        keep = [best[d] == (p, *key) and (f, i) not in stale_path_rows
+                for i, (d, p) in enumerate(zip(ids, prios, strict=True))]
         if all(keep):
             continue
         removed += keep.count(False)
