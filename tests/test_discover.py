@@ -10,6 +10,7 @@ import pytest
 from pipeline.discover import InputError, discover, sniff
 from pipeline.records import DocKind, ErrorType
 from tests.conftest import write_image, write_pdf, write_tiff
+from tests.s3_server import s3_server  # noqa: F401  (the session fixture)
 
 
 @pytest.mark.parametrize(
@@ -475,3 +476,36 @@ def test_unsupported_file_messages_hold_no_bytes_of_the_file(tmp_path):
     assert f.error_type is ErrorType.UNSUPPORTED_TYPE
     assert "hunter2" not in f.message and b"pass".hex() not in f.message.replace(" ", "")
     assert "17 bytes" in f.message
+
+
+def test_object_store_outputs_are_not_input_and_a_changed_object_is_changed(s3_server, tmp_path):  # noqa: F811
+    from pipeline.rasterize import RasterError, RasterSettings, rasterize
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf")
+    own = d / "out"
+    (own / "_state").mkdir(parents=True)
+    (own / "_state" / "lease.json").write_text("{}")
+    (own / "run.json").write_text("{}")
+    old = d / "old"
+    (old / "_state").mkdir(parents=True)
+    (old / "_state" / "identities.parquet").write_bytes(b"PAR1")
+    (old / "run.json").write_text("{}")
+    (d / "notes").mkdir()
+    (d / "notes" / "run.json").write_text("{}")  # run.json alone: not an output
+    base = s3_server.prefix()
+    s3_server.upload_dir(d, base)
+    found = discover([base], exclude=[f"{base}/out"])
+    assert [x.path for x in found.documents] == [f"{base}/a.pdf"]
+    assert [x.path for x, _ in found.failures] == [f"{base}/notes/run.json"]
+    assert [w for w in found.warnings if "docextract output" in w] == [
+        f"skipped {base}/old/: it is a docextract output folder, not input"
+    ]
+    # the object is overwritten between discovery and rasterizing
+    [doc] = found.documents
+    write_pdf(d / "a.pdf", text="another invoice under the same key")
+    s3_server.upload_dir(d, base)
+    with pytest.raises(RasterError) as e:
+        rasterize(doc, RasterSettings(dpi=72, max_pixels=50176))
+    assert e.value.error_type is ErrorType.CHANGED
