@@ -1,12 +1,14 @@
 """Inputs -> Documents.
 
-An input is a directory (walked recursively, symlinks followed once, loops cut),
-a glob, a single file, or a manifest (``.txt``/``.lst``: one path per line;
-``.csv``/``.parquet``: a ``path`` column).  Each document's id is the SHA-256 of
-its bytes; its type is sniffed from the bytes, never from the extension.
+An input is a directory (walked recursively, loops cut, symlinks followed per the
+``follow_symlinks`` policy, docextract output folders skipped), a glob, a single file, or a
+manifest (``.txt``/``.lst``: one path per line; ``.csv``/``.parquet``: a ``path`` column).
+Each document's id is the SHA-256 of its bytes; its type is sniffed from the bytes
+(``pipeline.sniff``), never from the extension.  Only regular files are read.
 
-Files that cannot be read become ``Failure`` records at the ``discover`` stage,
-with a path-derived id so they are still accounted for exactly once.
+Files that cannot be read, or are not read (not a regular file, a refused symlink), become
+``Failure`` records at the ``discover`` stage, with a path-derived id so they are still
+accounted for exactly once.
 
 Files are read and hashed by a few threads (hashing and reads release the GIL; on
 object storage the requests overlap).  With an ``IdentityCache`` a file whose size
@@ -19,7 +21,6 @@ The document's ``path`` is then the object's URI.
 
 from __future__ import annotations
 
-import csv
 import glob as globmod
 import hashlib
 import itertools
@@ -33,20 +34,16 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline import fs
+from pipeline.manifest import MANIFEST_SUFFIXES, InputError, read_manifest
 from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
 from pipeline.sniff import HEAD_BYTES, sniff
 
 __all__ = ["Discovered", "IdentityCache", "InputError", "discover", "identify", "sniff"]
 
-MANIFEST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
 Signature = tuple[int, int, int, int]  # size, mtime ns, inode, ctime ns (inode and ctime 0 on object stores)
 RACY_NS = 2_000_000_000  # a file modified this close to when it was read is not cached (mtime granularity)
 _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """An input argument cannot be used at all (missing path, bad manifest)."""
 
 
 FollowSymlinks = Literal["within_roots", "all", "none"]
@@ -255,48 +252,12 @@ class _Expander:
             elif os.path.lexists(spec):
                 p = Path(spec)
                 if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
-                    out.extend(m for m in _read_manifest(p) if fs.is_uri(m) or not self._excluded(m, resolve=False))
+                    out.extend(m for m in read_manifest(p) if fs.is_uri(m) or not self._excluded(m, resolve=False))
                 else:
                     out.append(spec)  # named explicitly: read as named, whatever the symlink policy
             else:
                 raise InputError(f"input not found: {spec}")
         return list(dict.fromkeys(out))
-
-
-def _manifest_paths(path: Path) -> list[str]:
-    """The ``path`` entries of a manifest file."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as e:
-            raise InputError(f"manifest {path} cannot be read as Parquet: {e}") from None
-        if "path" not in table.column_names:
-            raise InputError(f"manifest {path} has no 'path' column (columns: {table.column_names})")
-        col = table.column("path")
-        t = col.type
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            return [os.fsdecode(p) for p in col.to_pylist() if p]  # names that need not be UTF-8
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"):
-            raise InputError(f"manifest {path}: its 'path' column holds {t}, not text")
-        return [p for p in col.to_pylist() if p]
-    # surrogateescape: a name that is not UTF-8 comes back as its own bytes, as os.listdir gives it
-    with path.open(newline="" if suffix == ".csv" else None, encoding="utf-8", errors="surrogateescape") as f:
-        if suffix == ".csv":
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise InputError(f"manifest {path} has no 'path' column (header: {reader.fieldnames})")
-            return [row["path"] for row in reader if row.get("path")]
-        lines = [ln.strip() for ln in f.read().splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith("#")]
-
-
-def _read_manifest(path: Path) -> list[str]:
-    base = path.parent
-    return [p if os.path.isabs(p) or fs.is_uri(p) else str(base / p) for p in _manifest_paths(path)]
 
 
 def identify(path: str) -> tuple[Document, Failure | None]:
@@ -466,8 +427,7 @@ def discover(
         before = after = None
         read_at = time.time_ns()
         if path in expander.refused:
-            doc, refusal = _refused(path, expander.refused[path])
-            return doc, refusal, None, None, read_at, False
+            return (*_refused(path, expander.refused[path]), None, None, read_at, False)
         if cache is not None:
             before = stats.get(path) or fs.stat(path)  # before reading: a file changed meanwhile is read next time
             doc = cache.lookup(path, before)
