@@ -18,7 +18,7 @@ import typer
 
 from pipeline.config import ConfigError, JobConfig, load_config
 from pipeline.errors import CouldNotStart
-from pipeline.summary import EXIT_COULD_NOT_START, EXIT_OK, Progress, RunSummary
+from pipeline.summary import EXIT_COULD_NOT_START, Progress, RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
 err = typer.echo

@@ -13,35 +13,55 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import defaults as D
 from pipeline.defaults import PATCH
 from pipeline.errors import ConfigError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+# Upper bounds: far above any real setting, low enough that a typo or inf is refused at load instead
+# of failing mid-run (an infinite timeout once ended a run with OverflowError, run.json still "running").
+MAX_PIXELS = 16384 * PATCH * PATCH  # Qwen2.5-VL's largest processor max_pixels
+MAX_PAGES = 1000
+MAX_SECONDS = 86400.0
+MAX_SEED = 2**32 - 1  # numpy's seed range (vLLM seeds numpy with it)
 
 
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RasterizeConfig(_Section):
     dpi: int = Field(D.DPI, ge=36, le=600, description="Render resolution for PDF pages before fitting to the pixel budget.")
-    min_pixels: int = Field(D.MIN_PIXELS, ge=PATCH * PATCH, description="Smallest page image, in pixels (width*height).")
-    max_pixels: int = Field(
-        D.MAX_PIXELS, ge=PATCH * PATCH, description="Largest page image in pixels; ~max_pixels/784 image tokens."
+    min_pixels: int = Field(
+        D.MIN_PIXELS, ge=PATCH * PATCH, le=MAX_PIXELS, description="Smallest page image, in pixels (width*height)."
     )
-    max_pages: int = Field(D.MAX_PAGES, ge=1, description="Pages kept per document; extra pages are dropped with a warning.")
-    workers: int = Field(0, ge=0, description="Rasterizing processes; 0 = one per CPU core; 1 = in the main process.")
-    timeout_s: float = Field(120.0, gt=0, description="Time limit for rasterizing one document (worker processes only).")
+    max_pixels: int = Field(
+        D.MAX_PIXELS,
+        ge=PATCH * PATCH,
+        le=MAX_PIXELS,
+        description="Largest page image in pixels; ~max_pixels/784 image tokens.",
+    )
+    max_pages: int = Field(
+        D.MAX_PAGES, ge=1, le=MAX_PAGES, description="Pages kept per document; extra pages are dropped with a warning."
+    )
+    workers: int = Field(
+        0, ge=0, le=1024, description="Rasterizing processes; 0 = one per CPU core; 1 = in the main process."
+    )
+    timeout_s: float = Field(
+        120.0, gt=0, le=MAX_SECONDS, description="Time limit for rasterizing one document (worker processes only)."
+    )
     direct_scans: bool = Field(
         D.DIRECT_SCANS, description="Decode a page that is one full-page JPEG scan directly instead of rendering it."
     )
     max_source_pixels: int = Field(
-        D.MAX_SOURCE_PIXELS, ge=1, description="Refuse images/pages whose decoded size exceeds this (decompression-bomb guard)."
+        D.MAX_SOURCE_PIXELS,
+        ge=1,
+        le=2**32,
+        description="Refuse images/pages whose decoded size exceeds this (decompression-bomb guard).",
     )
 
     @model_validator(mode="after")
@@ -54,6 +74,18 @@ class RasterizeConfig(_Section):
 class PromptConfig(_Section):
     system: str | None = Field(None, description="System prompt; None uses the built-in one.")
     instructions: str | None = Field(None, description="Extra instructions appended to the schema-derived ones.")
+
+
+_ENGINE_RANGES = {  # inclusive ranges of the engine's numeric keys
+    "tensor_parallel_size": (1, 1024),
+    "max_model_len": (256, 1 << 22),
+    "max_num_seqs": (1, 1 << 16),
+    "cpu_kv_cache_gib": (1, 1 << 14),
+    "seed": (0, MAX_SEED),
+    "max_images": (1, MAX_PAGES),
+    "mm_min_pixels": (PATCH * PATCH, MAX_PIXELS),
+    "mm_max_pixels": (PATCH * PATCH, MAX_PIXELS),
+}
 
 
 class EngineConfig(_Section):
@@ -84,19 +116,28 @@ class EngineConfig(_Section):
     extra: dict[str, Any] = Field(default_factory=dict, description="Passed through to vllm.LLM(...) unchanged.")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to a custom engine factory.")
 
+    @field_validator(*_ENGINE_RANGES)
+    @classmethod
+    def _in_range(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low, high = _ENGINE_RANGES[str(info.field_name)]
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
 
 class SamplingConfig(_Section):
-    temperature: float = Field(D.TEMPERATURE, ge=0)
+    temperature: float = Field(D.TEMPERATURE, ge=0, le=10)
     top_p: float = Field(D.TOP_P, gt=0, le=1)
-    max_tokens: int = Field(D.MAX_TOKENS, ge=1)
-    seed: int | None = D.SEED
+    max_tokens: int = Field(D.MAX_TOKENS, ge=1, le=1 << 22)
+    seed: int | None = Field(D.SEED, ge=0, le=MAX_SEED)
 
 
 class RunConfig(_Section):
-    batch_size: int = Field(256, ge=1, description="Documents per engine call.")
+    batch_size: int = Field(256, ge=1, le=100_000, description="Documents per engine call.")
     max_batch_pages: int = Field(
         512,
         ge=1,
+        le=1_000_000,
         description="Pages per engine call (a batch closes at batch_size documents or this many pages); a "
         "quarter of it may wait rasterized ahead. Bounds memory: ~4 MB per page in this process at the "
         "default page budget, more inside the engine.",
@@ -104,6 +145,7 @@ class RunConfig(_Section):
     first_batch_size: int = Field(
         16,
         ge=1,
+        le=100_000,
         description="Documents in the first engine call; each later call doubles up to batch_size. The "
         "engine starts after a few documents and the first results are written sooner; with the next batch "
         "prefetched, small early batches cost the engine nothing.",
@@ -111,6 +153,7 @@ class RunConfig(_Section):
     lease_ttl_s: float = Field(
         600.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Object-store outputs: a run whose lease heartbeat is older than this is taken for dead "
         "and its lease taken over (the heartbeat is written every ttl/4).",
     )
@@ -129,8 +172,10 @@ class RunConfig(_Section):
     max_reject_rate: float = Field(
         1.0, ge=0, le=1, description="Exit 3 when more than this fraction of the inputs were rejected; 1.0 never trips."
     )
-    max_attempts: int = Field(2, ge=1, description="Attempts per document; invalid answers are re-asked with the errors.")
-    reask_temperature_step: float = Field(0.0, ge=0, description="Added to the temperature on each re-ask.")
+    max_attempts: int = Field(
+        2, ge=1, le=100, description="Attempts per document; invalid answers are re-asked with the errors."
+    )
+    reask_temperature_step: float = Field(0.0, ge=0, le=10, description="Added to the temperature on each re-ask.")
     truncated_temperature: float = Field(
         0.5,
         ge=0,
@@ -138,18 +183,38 @@ class RunConfig(_Section):
         description="An answer cut at sampling.max_tokens (a model looping on repeated text) is asked again "
         "once, unchanged, at this temperature (within max_attempts).",
     )
-    engine_retries: int = Field(3, ge=1, description="Attempts for a batch on transient engine errors (backoff).")
-    engine_backoff_s: float = Field(0.5, ge=0, description="First backoff between engine retries (doubles).")
-    engine_restarts: int = Field(1, ge=0, description="Times a dead engine is rebuilt before its documents fail.")
+    engine_retries: int = Field(
+        3, ge=1, le=100, description="Attempts for a batch on transient engine errors (backoff)."
+    )
+    engine_backoff_s: float = Field(
+        0.5, ge=0, le=MAX_SECONDS, description="First backoff between engine retries (doubles)."
+    )
+    engine_restarts: int = Field(
+        1, ge=0, le=100, description="Times a dead engine is rebuilt before its documents fail."
+    )
     progress: bool = True
 
 
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); None starts a local one.")
-    engine_actors: int = Field(1, ge=1, description="Engine actors (one engine each); the number of GPUs on a GPU cluster.")
-    gpus_per_actor: float = Field(0, ge=0, description="GPUs per engine actor (1 on GPU clusters, 0 on CPU).")
-    cpus_per_actor: float = Field(1.0, ge=0, description="CPUs reserved per engine actor (0 lets rasterize tasks use them).")
-    docs_per_task: int = Field(4, ge=1, description="Documents per Ray Data rasterize task.")
+    engine_actors: int = Field(
+        1, ge=1, le=4096, description="Engine actors (one engine each); the number of GPUs on a GPU cluster."
+    )
+    gpus_per_actor: float = Field(0, ge=0, le=64, description="GPUs per engine actor (1 on GPU clusters, 0 on CPU).")
+    cpus_per_actor: float = Field(
+        1.0, ge=0, le=1024, description="CPUs reserved per engine actor (0 lets rasterize tasks use them)."
+    )
+    docs_per_task: int = Field(4, ge=1, le=10_000, description="Documents per Ray Data rasterize task.")
+
+
+class DiscoverConfig(_Section):
+    follow_symlinks: Literal["within_roots", "all", "none"] = Field(
+        "within_roots",
+        description="Symlinks met while walking an input folder or matching a glob: 'within_roots' follows "
+        "those that stay inside the input folders, 'all' every one, 'none' none. A refused file link is a "
+        "'refused_symlink' failure row, a refused folder link a warning. Paths named on the command line or "
+        "in a manifest are read as named.",
+    )
 
 
 class OutputConfig(_Section):
@@ -159,6 +224,7 @@ class OutputConfig(_Section):
 
 class JobConfig(_Section):
     schema_name: str = Field("invoice", alias="schema", description="'invoice', 'receipt' or 'module:Class'.")
+    discover: DiscoverConfig = Field(default_factory=DiscoverConfig)
     rasterize: RasterizeConfig = Field(default_factory=RasterizeConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -1,12 +1,14 @@
 """Inputs -> Documents.
 
-An input is a directory (walked recursively, symlinks followed once, loops cut),
-a glob, a single file, or a manifest (``.txt``/``.lst``: one path per line;
-``.csv``/``.parquet``: a ``path`` column).  Each document's id is the SHA-256 of
-its bytes; its type is sniffed from the bytes, never from the extension.
+An input is a directory (walked recursively, loops cut, symlinks followed per the
+``follow_symlinks`` policy, docextract output folders skipped), a glob, a single file, or a
+manifest (``.txt``/``.lst``: one path per line; ``.csv``/``.parquet``: a ``path`` column).
+Each document's id is the SHA-256 of its bytes; its type is sniffed from the bytes
+(``pipeline.sniff``), never from the extension.  Only regular files are read.
 
-Files that cannot be read become ``Failure`` records at the ``discover`` stage,
-with a path-derived id so they are still accounted for exactly once.
+Files that cannot be read, or are not read (not a regular file, a refused symlink), become
+``Failure`` records at the ``discover`` stage, with a path-derived id so they are still
+accounted for exactly once.
 
 Files are read and hashed by a few threads (hashing and reads release the GIL; on
 object storage the requests overlap).  With an ``IdentityCache`` a file whose size
@@ -19,9 +21,9 @@ The document's ``path`` is then the object's URI.
 
 from __future__ import annotations
 
-import csv
 import glob as globmod
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -29,37 +31,24 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline import fs
+from pipeline.input_lists import MANIFEST_SUFFIXES, read_manifest
 from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
+from pipeline.sniff import HEAD_BYTES, sniff
 
-MANIFEST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
+__all__ = ["Discovered", "IdentityCache", "InputError", "discover", "identify", "sniff"]
+
 Signature = tuple[int, int, int, int]  # size, mtime ns, inode, ctime ns (inode and ctime 0 on object stores)
 RACY_NS = 2_000_000_000  # a file modified this close to when it was read is not cached (mtime granularity)
 _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 
 
-
-
-def sniff(head: bytes) -> DocKind:
-    """Recognise a supported format from the first bytes of a file."""
-    if head.startswith(b"%PDF-") or b"%PDF-" in head[:1024]:
-        return DocKind.PDF
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return DocKind.PNG
-    if head.startswith(b"\xff\xd8\xff"):
-        return DocKind.JPEG
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return DocKind.TIFF
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return DocKind.WEBP
-    if head[:2] == b"BM" and len(head) >= 26:
-        return DocKind.BMP
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return DocKind.GIF
-    return DocKind.UNKNOWN
+FollowSymlinks = Literal["within_roots", "all", "none"]
+FOLLOW_SYMLINKS: tuple[FollowSymlinks, ...] = ("within_roots", "all", "none")
 
 
 def display_path(path: str) -> str:
@@ -85,152 +74,234 @@ class Discovered:
         return len(self.documents) + len(self.failures)
 
 
-def _walk(root: str, warnings: list[str]) -> Iterator[str]:
-    """Recursive, sorted, follows directory symlinks but never twice into the same real directory."""
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-        except OSError as e:
-            warnings.append(f"cannot enter directory {display_path(d)}: {e.strerror}")
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            warnings.append(f"skipped directory loop at {display_path(d)}")
-            continue
-        seen.add(key)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as e:
-            warnings.append(f"cannot list directory {display_path(d)}: {e.strerror}")
-            continue
-        subdirs = []
-        for entry in entries:
-            if _skipped_name(entry.name):
-                continue  # hidden files, and ground truth written next to generated samples
-            try:
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                subdirs.append(entry.path)
-            else:
-                yield entry.path
-        stack.extend(reversed(subdirs))
-
-
 def _skipped_name(name: str) -> bool:
     """Hidden files, and ground truth written next to generated samples."""
     return name.startswith(".") or name.endswith(".truth.json") or name == "truth.jsonl"
 
 
-def _list_uri(spec: str, stats: dict[str, Signature] | None = None) -> list[str]:
-    """An object, or every object under a prefix (recursive, sorted, hidden parts and truth skipped).
-    ``stats`` receives (size, mtime ns) of each listed object, from the listing."""
-    if fs.is_file(spec):
-        return [spec]
-    base = spec.partition("?")[0].rstrip("/") + "/"
-    found = []
-    listed = fs.list_file_stats(spec)
-    if stats is not None:
-        stats.update((uri, st) for uri, st in listed.items() if st is not None)
-    for uri in sorted(listed):
-        rel = uri.partition("?")[0][len(base) :] if uri.startswith(base) else fs.basename(uri)
-        if not any(_skipped_name(part) for part in rel.split("/")):
-            found.append(uri)
-    if not found and not fs.exists(spec):
-        raise InputError(f"input not found: {spec}")
-    return found
+def _is_output(names: set[str]) -> bool:
+    """A docextract output folder, from the names in it: ``run.json`` + ``_state/``, or the lock file."""
+    return ".docextract.lock" in names or ("run.json" in names and "_state" in names)
 
 
-def _read_manifest(path: Path) -> list[str]:
-    base = path.parent
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if "path" not in table.column_names:
-            raise InputError(f"manifest {path} has no 'path' column (columns: {table.column_names})")
-        raw = [p for p in table.column("path").to_pylist() if p]
-    elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise InputError(f"manifest {path} has no 'path' column (header: {reader.fieldnames})")
-            raw = [row["path"] for row in reader if row.get("path")]
-    else:
-        raw = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        raw = [ln for ln in raw if ln and not ln.startswith("#")]
-    return [p if os.path.isabs(p) or fs.is_uri(p) else str(base / p) for p in raw]
+def _inside(path: str, base: str) -> bool:
+    return path == base or path.startswith(os.path.join(base, ""))
 
 
-def expand_inputs(
-    inputs: Iterable[str], warnings: list[str], stats: dict[str, Signature] | None = None
-) -> list[str]:
-    """Every file path named by the inputs, in a stable order, duplicates (same path) removed.
-    ``stats`` receives what object-store listings said about each object (size, mtime ns)."""
-    out: list[str] = []
-    for spec in inputs:
-        spec = str(spec)
-        if fs.is_uri(spec):
-            out.extend(_list_uri(spec, stats))
-        elif any(ch in spec for ch in "*?[") and not os.path.exists(spec):
-            matches = sorted(globmod.glob(spec, recursive=True))
-            if not matches:
-                raise InputError(f"glob {spec!r} matched no files")
-            for m in matches:
-                out.extend(_walk(m, warnings) if os.path.isdir(m) else [m])
-        elif os.path.isdir(spec):
-            out.extend(_walk(spec, warnings))
-        elif os.path.lexists(spec):
-            p = Path(spec)
-            if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
-                out.extend(_read_manifest(p))
-            else:
-                out.append(spec)
-        else:
+def _glob_base(spec: str) -> str:
+    """The folder a glob starts from: its components before the first one with a wildcard."""
+    parts = spec.split(os.sep)
+    fixed = list(itertools.takewhile(lambda part: not any(ch in part for ch in "*?["), parts))
+    return os.sep.join(fixed) or "."
+
+
+class _Expander:
+    """Inputs -> file paths, with what was refused on the way (symlinks the policy does not follow)
+    and what is skipped (output folders: ours, named in ``exclude``, and any other, by its markers)."""
+
+    def __init__(
+        self,
+        warnings: list[str],
+        stats: dict[str, Signature] | None,
+        exclude: Iterable[str | os.PathLike[str]],
+        follow_symlinks: FollowSymlinks,
+    ):
+        if follow_symlinks not in FOLLOW_SYMLINKS:
+            raise ValueError(f"follow_symlinks must be one of {FOLLOW_SYMLINKS}, not {follow_symlinks!r}")
+        self.warnings = warnings
+        self.stats = stats
+        self.follow = follow_symlinks
+        self.refused: dict[str, str] = {}  # path -> why it is not read
+        excluded = [os.fspath(e) for e in exclude]
+        self.excluded_uris = [e.partition("?")[0].rstrip("/") + "/" for e in excluded if fs.is_uri(e)]
+        local = [e for e in excluded if not fs.is_uri(e)]
+        self.excluded = sorted({os.path.abspath(e) for e in local} | {os.path.realpath(e) for e in local})
+        self.roots: list[str] = []
+
+    # ---------------------------------------------------------------- policy
+
+    def _excluded(self, path: str, resolve: bool) -> bool:
+        if not self.excluded:
+            return False
+        candidates = (os.path.abspath(path), os.path.realpath(path)) if resolve else (os.path.abspath(path),)
+        return any(_inside(c, e) for c in candidates for e in self.excluded)
+
+    def _link_refusal(self, path: str) -> str | None:
+        """Why the symlink at ``path`` is not followed (None: it is)."""
+        if self.follow == "all":
+            return None
+        if self.follow == "none":
+            return 'a symbolic link, not followed (discover.follow_symlinks = "none")'
+        target = os.path.realpath(path)
+        if any(_inside(target, root) for root in self.roots):
+            return None
+        return (
+            f"a symbolic link to {display_path(target)}, outside the input folders: not followed "
+            '(discover.follow_symlinks = "within_roots")'
+        )
+
+    # ---------------------------------------------------------------- local folders
+
+    def walk(self, root: str) -> Iterator[str]:
+        """Recursive, sorted; follows the directory symlinks the policy allows, never twice into the
+        same real directory; skips output folders."""
+        seen: set[tuple[int, int]] = set()
+        stack = [root]
+        while stack:
+            d = stack.pop()
+            try:
+                st = os.stat(d)
+            except OSError as e:
+                self.warnings.append(f"cannot enter directory {display_path(d)}: {e.strerror}")
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                self.warnings.append(f"skipped directory loop at {display_path(d)}")
+                continue
+            seen.add(key)
+            if self._excluded(d, resolve=True):
+                log.info("skipped %s: the output of this run", display_path(d))
+                continue
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError as e:
+                self.warnings.append(f"cannot list directory {display_path(d)}: {e.strerror}")
+                continue
+            if _is_output({e.name for e in entries}):
+                self.warnings.append(f"skipped {display_path(d)}: it is a docextract output folder, not input")
+                continue
+            subdirs = []
+            for entry in entries:
+                if _skipped_name(entry.name):
+                    continue  # hidden files, and ground truth written next to generated samples
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=True)
+                except OSError:
+                    is_dir = False
+                why = self._link_refusal(entry.path) if entry.is_symlink() else None
+                if why and is_dir:
+                    self.warnings.append(f"skipped directory {display_path(entry.path)}: {why}")
+                elif why:
+                    self.refused[entry.path] = why
+                    yield entry.path
+                elif is_dir:
+                    subdirs.append(entry.path)
+                else:
+                    yield entry.path
+            stack.extend(reversed(subdirs))
+
+    def glob(self, spec: str) -> Iterator[str]:
+        matches = sorted(globmod.glob(spec, recursive=True))
+        if not matches:
+            raise InputError(f"glob {spec!r} matched no files")
+        for m in matches:
+            if os.path.isdir(m):
+                yield from self.walk(m)
+            elif not self._excluded(m, resolve=True):
+                why = self._link_refusal(m) if self.follow == "within_roots" or os.path.islink(m) else None
+                if why:
+                    self.refused[m] = why
+                yield m
+
+    # ---------------------------------------------------------------- object stores
+
+    def list_uri(self, spec: str) -> list[str]:
+        """An object, or every object under a prefix (recursive, sorted, hidden parts, truth and output
+        folders skipped).  ``stats`` receives (size, mtime ns) of each listed object, from the listing."""
+        if fs.is_file(spec):
+            return [spec]
+        base = spec.partition("?")[0].rstrip("/") + "/"
+        listed = fs.list_file_stats(spec)
+        if self.stats is not None:
+            self.stats.update((uri, st) for uri, st in listed.items() if st is not None)
+        keys = {uri: uri.partition("?")[0] for uri in listed}
+        state_dirs = {k.rsplit("/_state/", 1)[0] + "/" for k in keys.values() if "/_state/" in k}
+        outputs = sorted({k[: -len("run.json")] for k in keys.values() if k.endswith("/run.json")} & state_dirs)
+        for o in outputs:
+            if not any(o.startswith(e) for e in self.excluded_uris):
+                self.warnings.append(f"skipped {o}: it is a docextract output folder, not input")
+        skip = tuple(self.excluded_uris + outputs)
+        found = []
+        for uri in sorted(listed):
+            key = keys[uri]
+            rel = key[len(base) :] if key.startswith(base) else fs.basename(uri)
+            if not key.startswith(skip) and not any(_skipped_name(part) for part in rel.split("/")):
+                found.append(uri)
+        if not listed and not fs.exists(spec):
             raise InputError(f"input not found: {spec}")
-    seen: set[str] = set()
-    unique = []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            unique.append(p)
-    return unique
+        return found
+
+    # ---------------------------------------------------------------- all inputs
+
+    def expand(self, inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
+        """Every file path named by the inputs, in a stable order, duplicates (same path) removed."""
+        specs = [os.fspath(spec) for spec in inputs]
+        for spec in specs:  # a symlink may lead into any of the folders given
+            if not fs.is_uri(spec):
+                if os.path.isdir(spec):
+                    self.roots.append(os.path.realpath(spec))
+                elif any(ch in spec for ch in "*?[") and not os.path.exists(spec):
+                    self.roots.append(os.path.realpath(_glob_base(spec)))
+        out: list[str] = []
+        for spec in specs:
+            if fs.is_uri(spec):
+                out.extend(self.list_uri(spec))
+            elif any(ch in spec for ch in "*?[") and not os.path.exists(spec):
+                out.extend(self.glob(spec))
+            elif os.path.isdir(spec):
+                out.extend(self.walk(spec))
+            elif os.path.lexists(spec):
+                p = Path(spec)
+                if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
+                    out.extend(m for m in read_manifest(p) if fs.is_uri(m) or not self._excluded(m, resolve=False))
+                else:
+                    out.append(spec)  # named explicitly: read as named, whatever the symlink policy
+            else:
+                raise InputError(f"input not found: {spec}")
+        return list(dict.fromkeys(out))
 
 
 def identify(path: str) -> tuple[Document, Failure | None]:
-    """Hash and sniff one file.  Never raises for a bad file: returns a failure instead."""
+    """Hash and sniff one file.  Never raises for a bad file: returns a failure instead.
+
+    Only regular files are read (``fs.open_document``: never a FIFO or a device, and never waiting).
+    No byte of a file that is not a recognised document goes into a message."""
     shown = display_path(path)
     try:
         h = hashlib.sha256()
         size = 0
         head = b""
-        with fs.open_input(path) as f:  # a local path or an object-store URI
+        with fs.open_document(path) as f:  # a local path or an object-store URI
             while chunk := f.read(_CHUNK):
-                if not head:
-                    head = chunk[:1024]
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
                 h.update(chunk)
                 size += len(chunk)
+    except fs.NotRegularFile as e:
+        doc = Document(path_id(path), path, DocKind.UNKNOWN, 0)
+        msg = f"{shown} is {e.what}, not a regular file: not read"
+        return doc, Failure(doc.doc_id, Stage.DISCOVER, ErrorType.UNSUPPORTED_TYPE, msg)
     except OSError as e:
         doc = Document(path_id(path), path, DocKind.UNKNOWN, 0)
         reason = e.strerror or type(e).__name__
         return doc, Failure(doc.doc_id, Stage.DISCOVER, ErrorType.UNREADABLE, f"cannot read {shown}: {reason}")
-    doc = Document(h.hexdigest(), path, sniff(head), size)
+    doc = Document(h.hexdigest(), path, sniff(head, size), size)
     if size == 0:
         return doc, Failure(doc.doc_id, Stage.DISCOVER, ErrorType.EMPTY_FILE, f"{shown} is empty (0 bytes)")
-    if doc.kind is DocKind.UNKNOWN:
-        hint = head[:16].hex(" ")
+    if doc.kind is DocKind.UNKNOWN:  # what the bytes are is not said: they may be anything (a key, a password)
         return doc, Failure(
             doc.doc_id,
             Stage.DISCOVER,
             ErrorType.UNSUPPORTED_TYPE,
-            f"{shown}: not a PDF, PNG, JPEG, TIFF, WebP, BMP or GIF (first bytes: {hint})",
+            f"{shown}: not a PDF, PNG, JPEG, TIFF, WebP, BMP or GIF ({size:,} bytes)",
         )
     return doc, None
+
+
+def _refused(path: str, why: str) -> tuple[Document, Failure]:
+    """The row of a path not read by policy (a symlink that ``follow_symlinks`` does not follow)."""
+    doc = Document(path_id(path), path, DocKind.UNKNOWN, 0)
+    return doc, Failure(doc.doc_id, Stage.DISCOVER, ErrorType.REFUSED_SYMLINK, f"{display_path(path)} is {why}")
 
 
 class IdentityCache:
@@ -259,7 +330,7 @@ class IdentityCache:
         return path if fs.is_uri(path) else os.path.abspath(path)
 
     @classmethod
-    def load(cls, out_dir: str | os.PathLike[str]) -> "IdentityCache":
+    def load(cls, out_dir: str | os.PathLike[str]) -> IdentityCache:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -331,19 +402,33 @@ def _threads_for(paths: list[str]) -> int:
 
 
 def discover(
-    inputs: Iterable[str], cache: IdentityCache | None = None, threads: int | None = None
+    inputs: Iterable[str | os.PathLike[str]],
+    cache: IdentityCache | None = None,
+    threads: int | None = None,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+    follow_symlinks: FollowSymlinks = "within_roots",
 ) -> Discovered:
     """Expand inputs and identify every file.  Identical bytes under two paths are one document.
 
     With ``cache``, unchanged files (same size and mtime as recorded) are not read; what this
-    discovery identified is recorded in ``cache.seen`` (the caller saves it)."""
+    discovery identified is recorded in ``cache.seen`` (the caller saves it).
+
+    ``exclude``: folders or prefixes never taken as input (the run's own output).  Any other folder
+    that is a docextract output (``run.json`` + ``_state/``, or ``.docextract.lock``) is skipped with
+    a warning.  ``follow_symlinks`` (``discover.follow_symlinks``): which symlinks met while walking a
+    folder or matching a glob are followed: ``within_roots`` (those whose target is inside one of the
+    input folders), ``all`` or ``none``; a refused file link is a ``refused_symlink`` row, a refused
+    folder link a warning.  Paths named on the command line or in a manifest are read as named."""
     result = Discovered()
     stats: dict[str, Signature] = {}
-    paths = expand_inputs(inputs, result.warnings, stats)
+    expander = _Expander(result.warnings, stats, exclude, follow_symlinks)
+    paths = expander.expand(inputs)
 
     def one(path: str) -> tuple[Document, Failure | None, Signature | None, Signature | None, int, bool]:
         before = after = None
         read_at = time.time_ns()
+        if path in expander.refused:
+            return (*_refused(path, expander.refused[path]), None, None, read_at, False)
         if cache is not None:
             before = stats.get(path) or fs.stat(path)  # before reading: a file changed meanwhile is read next time
             doc = cache.lookup(path, before)

@@ -26,6 +26,7 @@ import fnmatch
 import functools
 import os
 import re
+import stat as statmod
 import uuid
 from pathlib import Path
 from typing import IO, Any
@@ -116,6 +117,54 @@ def open_input(location: Location) -> IO[bytes]:
         fs, path = filesystem_for(str(location))
         return fs.open_input_stream(path)  # type: ignore[return-value]
     return open(location, "rb")
+
+
+class NotRegularFile(OSError):
+    """A local input that is a FIFO, a device, a socket or a directory: not a document, never read."""
+
+    def __init__(self, location: Location, mode: int):
+        self.what = _file_type(mode)
+        super().__init__(f"{os.fsdecode(location)} is {self.what}, not a regular file")
+
+
+def _file_type(mode: int) -> str:
+    for test, what in (
+        (statmod.S_ISFIFO, "a FIFO (named pipe)"),
+        (statmod.S_ISCHR, "a character device"),
+        (statmod.S_ISBLK, "a block device"),
+        (statmod.S_ISSOCK, "a socket"),
+        (statmod.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return what
+    return "a special file"
+
+
+def open_document(location: Location) -> IO[bytes]:
+    """Like ``open_input``, for input documents: a local path must be a regular file (after symlinks),
+    else ``NotRegularFile``.  Checked before opening (a device is never opened) and again on the open
+    descriptor, which is opened non-blocking: a FIFO or a device put there in between cannot make the
+    open or a read wait forever."""
+    if is_uri(location):
+        return open_input(location)
+    mode = os.stat(location).st_mode
+    if not statmod.S_ISREG(mode):
+        raise NotRegularFile(location, mode)
+    fd = os.open(location, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not statmod.S_ISREG(mode):
+            raise NotRegularFile(location, mode)
+        return os.fdopen(fd, "rb")  # O_NONBLOCK does not change reads of a regular file
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_document(location: Location) -> bytes:
+    """All bytes of an input document (see ``open_document``).  Raises ``OSError``."""
+    with open_document(location) as f:
+        return f.read()
 
 
 def open_input_file(location: Location) -> Any:

@@ -11,6 +11,7 @@ turns it into a failure row.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -296,11 +297,23 @@ def rasterize_bytes(doc: Document, data: bytes, s: RasterSettings) -> Rasterized
 
 
 def rasterize(doc: Document, s: RasterSettings) -> RasterizedDoc:
-    """Read the file and rasterize it.  Raises ``RasterError``."""
-    from pipeline.fs import read_bytes
+    """Read the file and rasterize it.  Raises ``RasterError``.
+
+    The bytes rasterized are the bytes the document's id is the hash of: a file that changed since
+    discovery (an upload still being written, a file truncated or replaced) fails as ``changed``
+    (retryable; the next run hashes it again) instead of being recorded under another file's id."""
+    from pipeline.fs import NotRegularFile, read_document
 
     try:
-        data = read_bytes(doc.path)  # a local path or an object-store URI
+        data = read_document(doc.path)  # a local path or an object-store URI; never a FIFO or a device
+    except NotRegularFile as e:
+        raise RasterError(ErrorType.CHANGED, f"the file is now {e.what}, not the document discovered") from None
     except OSError as e:
         raise RasterError(ErrorType.UNREADABLE, f"cannot read file: {e.strerror or e}") from None
+    if hashlib.sha256(data).hexdigest() != doc.doc_id:
+        raise RasterError(
+            ErrorType.CHANGED,
+            f"the file changed after discovery ({doc.size:,} bytes then, {len(data):,} now): "
+            "not rasterized; the next run reads it again",
+        )
     return rasterize_bytes(doc, data, s)

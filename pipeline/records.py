@@ -41,6 +41,8 @@ class ErrorType(str, enum.Enum):
     TIMEOUT = "timeout"  # rasterization exceeded its time limit
     WORKER_CRASHED = "worker_crashed"  # the rasterizing process died
     REQUEST_INVALID = "request_invalid"  # the engine rejected this request (bad image, too long)
+    REFUSED_SYMLINK = "refused_symlink"  # a symlink discover.follow_symlinks does not follow: not read
+    CHANGED = "changed"  # the bytes changed between discovery and rasterizing (e.g. an upload in progress)
     # infer
     ENGINE_ERROR = "engine_error"
     TRUNCATED = "truncated"  # stopped on the token limit
@@ -69,6 +71,7 @@ RETRYABLE = frozenset(
         ErrorType.INVALID_JSON,
         ErrorType.SCHEMA_MISMATCH,
         ErrorType.RULE_VIOLATION,
+        ErrorType.CHANGED,
     }
 )
 

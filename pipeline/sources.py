@@ -70,7 +70,8 @@ class LocalSource:
     def discover(self, inputs: list[str]) -> Discovered:
         self._identities = IdentityCache() if self.config.run.rehash else IdentityCache.load(self.out_dir)
         try:
-            found = discover(inputs, cache=self._identities)
+            found = discover(inputs, cache=self._identities, exclude=[] if fs.is_uri(self.out_dir) else [self.out_dir],
+                             follow_symlinks=self.config.discover.follow_symlinks)
         except (InputError, OSError) as e:
             raise CouldNotStart(str(e)) from e
         log.info("identified %d file(s): %d read and hashed, %d unchanged since the last run (identity cache)",

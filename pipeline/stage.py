@@ -181,7 +181,7 @@ def write_stage(
     """Rasterize ``inputs`` into ``stage_dir``, replacing what it held (one consistent set of documents)."""
     t0 = time.perf_counter()
     stage_dir, building = _prepare(stage_dir)
-    found: Discovered = discover(inputs)
+    found: Discovered = discover(inputs, exclude=[stage_dir])
     report = PreflightReport(documents=found.total)
     doc_rows: list[dict[str, Any]] = []
     for doc, f in found.failures:

@@ -86,7 +86,7 @@ def status(out_dir: str | Path, inputs: list[str] | None = None, config: JobConf
     pending = None
     if inputs:
         try:
-            found = discover(inputs, cache=IdentityCache.load(out_dir))  # read-only: not saved
+            found = discover(inputs, cache=IdentityCache.load(out_dir), exclude=[out_dir])  # read-only: not saved
             ids = [d.doc_id for d in found.documents] + [d.doc_id for d, _ in found.failures]
             pending = sum(1 for i in ids if i not in done and i not in failed)
         except (InputError, OSError):

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pymupdf
+import pytest
 from PIL import Image
 
 from pipeline.runner import run_job
@@ -75,9 +76,40 @@ def build_corpus(d: Path) -> dict[str, str | None]:
     write_pdf(d / "tmp_name.pdf", text="latin-1 name")
     os.rename(d / "tmp_name.pdf", raw)
     exp["r\ufffdsum\ufffd.pdf"] = None
+    # issue 17
+    os.mkfifo(d / "pipe.pdf")  # nobody writes to it: reading it used to block the run forever
+    exp["pipe.pdf"] = "unsupported_type"
+    (d / "devzero.pdf").symlink_to("/dev/zero")  # endless bytes, and outside the input folder
+    exp["devzero.pdf"] = "refused_symlink"
+    secret = d.parent / "etc" / "shadow"  # a file the job must not read, outside the input folder
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_bytes(SECRET)
+    (d / "shadow.pdf").symlink_to(secret)  # its first bytes used to be written into the message
+    exp["shadow.pdf"] = "refused_symlink"
+    (d / "bmw.pdf").write_text("BMW owners' club: spring newsletter. Dear members, ...\n")
+    exp["bmw.pdf"] = "unsupported_type"  # was a BMP, then `corrupt`
+    (d / "cover.pdf").write_text("Dear customer, the invoice (%PDF-1.4) follows in a second mail.\n")
+    exp["cover.pdf"] = "unsupported_type"  # was a PDF, then `corrupt`
+    (d / "about.gif").write_text("GIF89a is the 1989 version of the format; this note is text.\n")
+    exp["about.gif"] = "unsupported_type"
+    old = d / "extracted-last-year"  # another docextract output in the inputs: skipped, no rows
+    (old / "_state").mkdir(parents=True)
+    (old / "_state" / "identities.parquet").write_bytes(b"PAR1 not read PAR1")
+    (old / "run.json").write_text('{"status": "completed"}')
+    (old / "results").mkdir()
+    write_pdf(old / "results" / "never-read.pdf")
     return exp
 
 
+SECRET = b"root:$6$saltsalt$0123456789abcdef:19000:0:99999:7:::\n"
+
+
+def _no_secret(text: str) -> bool:
+    flat = text.replace(" ", "").lower()
+    return "saltsalt" not in text and SECRET[:8].hex() not in flat and SECRET[:4].hex() not in flat
+
+
+@pytest.mark.timeout(300, method="thread")  # a read that blocks (FIFO) must fail the session, not hang it
 def test_bad_input_corpus_each_file_one_precise_row(tmp_path):
     exp = build_corpus(tmp_path / "in")
     out = tmp_path / "out"
@@ -88,6 +120,7 @@ def test_bad_input_corpus_each_file_one_precise_row(tmp_path):
     for path, et, msg in duckdb.sql(f"SELECT source_path, error_type, message FROM '{out}/failures/*.parquet'").fetchall():
         got[Path(path).name] = et
         assert msg and len(msg) > 10
+        assert _no_secret(msg), msg
     warnings = {}
     for path, w in duckdb.sql(f"SELECT source_path, warnings FROM '{out}/results/*.parquet'").fetchall():
         got[Path(path).name] = None
@@ -97,3 +130,11 @@ def test_bad_input_corpus_each_file_one_precise_row(tmp_path):
     assert any("repaired" in w for w in warnings["broken_xref.pdf"])
     assert any("first of 2" in w for w in warnings["animated.gif"])
     assert any("loop" in w for w in s.warnings)
+    assert any("extracted-last-year" in w and "docextract output" in w for w in s.warnings)
+    assert not any(p.endswith("never-read.pdf") for p in q_paths(out))
+
+
+def q_paths(out: Path) -> list[str]:
+    sql = f"SELECT source_path FROM '{out}/results/*.parquet' "
+    sql += f"UNION ALL SELECT source_path FROM '{out}/failures/*.parquet'"
+    return [r[0] for r in duckdb.sql(sql).fetchall()]

@@ -217,6 +217,92 @@ def test_pool_recovers_from_hang_crash_and_memory_blowup(tmp_path):
     assert all(not isinstance(out[f"ok{i}.pdf"], RasterError) for i in (1, 2, 3))
 
 
+@pytest.mark.timeout(120)  # a regression blocks on the FIFO: fail, do not hang
+def test_a_file_that_changes_after_discovery_is_changed_and_retryable(tmp_path):
+    # Issue 17: the row was recorded under the hash of bytes that were not the bytes rasterized. A
+    # truncated file became a non-retryable `corrupt` under the intact file's id; a finished upload
+    # a success under the partial file's id; a file replaced by a FIFO blocked its worker.
+    from tests.raster_faults import faulty
+
+    for workers in (1, 2):  # in this process, and in worker processes
+        d = tmp_path / f"in{workers}"
+        d.mkdir()
+        for name in ("ok.pdf", "shrink.pdf", "grow.pdf", "fifo.pdf"):
+            write_pdf(d / name, text=name)
+        docs = discover([str(d)]).documents
+        t0 = time.monotonic()
+        stream = rasterize_stream(docs, RasterSettings(dpi=72, max_pixels=50176), workers, timeout_s=20, func=faulty)
+        out = {os.path.basename(doc.path): res for doc, res in stream}
+        assert time.monotonic() - t0 < 15  # the FIFO is never opened for a blocking read
+        assert not isinstance(out["ok.pdf"], RasterError)
+        for name in ("shrink.pdf", "grow.pdf", "fifo.pdf"):
+            assert isinstance(out[name], RasterError) and out[name].error_type is ErrorType.CHANGED, (name, out[name])
+        assert ErrorType.CHANGED.retryable
+        assert "FIFO" in out["fifo.pdf"].message and "bytes then" in out["shrink.pdf"].message
+
+
+def test_changed_file_rows_then_a_restore_and_retry_failed(tmp_path):
+    from pipeline.runner import Runner
+    from tests.raster_faults import faulty
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("ok.pdf", "shrink.pdf", "grow.pdf"):
+        write_pdf(d / name, text=name)
+    intact = (d / "shrink.pdf").read_bytes()
+    before = {os.path.basename(x.path): x.doc_id for x in discover([str(d)]).documents}
+    out = tmp_path / "out"
+    cfg = small_config()
+    runner = Runner(cfg, out, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    try:
+        s = runner.run([str(d)], items_factory=lambda docs: rasterize_stream(docs, runner.raster, 1, func=faulty))
+    finally:
+        runner.close()
+    assert (s.succeeded, s.failed, s.failures_by_type) == (1, 2, {"changed": 2})
+    rows = q(f"SELECT source_path, doc_id, error_type, retryable FROM '{out}/failures/*.parquet' ORDER BY 1")
+    assert [(os.path.basename(p), i, e, r) for p, i, e, r in rows] == [
+        ("grow.pdf", before["grow.pdf"], "changed", True),
+        ("shrink.pdf", before["shrink.pdf"], "changed", True),
+    ]
+    # the file is put back; --retry-failed does it (a `corrupt` row would have been skipped forever)
+    (d / "shrink.pdf").write_bytes(intact)
+    eng = ScriptedEngine(callback=lambda r: invoice_truth())
+    s2 = run_job([str(d)], out, cfg, engine=eng, retry_failed=True)
+    done = {r.doc_id for b in eng.batches for r in b}
+    assert before["shrink.pdf"] in done  # the identity cache did not keep a stale id for either file
+    grown = discover([str(d / "grow.pdf")]).documents[0].doc_id
+    assert grown != before["grow.pdf"] and grown in done
+    assert s2.failed == 0 and s2.succeeded == 2
+    results = dict(q(f"SELECT doc_id, source_path FROM '{out}/results/*.parquet'"))
+    assert before["shrink.pdf"] in results and grown in results
+
+
+def test_output_folder_inside_the_input_folder_is_never_input(tmp_path):
+    # Issue 17: run.json, _state/ and the parts became unsupported_type rows every night, and a night
+    # with one new invoice then exited 3.
+    d = tmp_path / "inbox"
+    make_docs(d, 3)
+    out = d / "extracted"
+    cfg = small_config(**{"run.max_failure_rate": 0.2})
+    first = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    assert (first.exit_code, first.inputs, first.succeeded) == (0, 3, 3)
+    write_pdf(d / "new.pdf", text="the next night's invoice")
+    second = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    assert (second.exit_code, second.inputs, second.processed, second.failed) == (0, 4, 1, 0)
+    assert q(f"SELECT count(*) FROM '{out}/failures/*.parquet'") == [(0,)]
+    assert len(all_rows(out)) == 4
+
+
+def test_engine_that_does_not_load_leaves_no_identity_cache(tmp_path):
+    # README: exit 2 "could not start (... engine or model would not load; nothing was written)".
+    make_docs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    cfg = small_config(**{"engine.name": "tests.no_such_module:factory"})
+    with pytest.raises(CouldNotStart):
+        run_job([str(tmp_path / "in")], out, cfg)
+    assert not (out / "_state" / "identities.parquet").exists()
+
+
 # ----------------------------------------------------------------------------- crash safety
 
 

@@ -204,3 +204,97 @@ def test_nested_structs_mixing_converted_and_plain_fields_keep_every_value(tmp_p
     ).fetchall()
     assert got == [(3, "bolts", Decimal("7.50"), 4, True, dt.date(2024, 3, 5), "a", "10:30:00",
                     9, "nuts", Decimal("0.25"), 11, False, None, 0.5)]
+
+
+# ----------------------------------------------------------------------------- issue 17: numeric bounds
+
+
+def _numeric_keys():
+    """Every numeric key of the job config, as (dotted key, is_float), found from the models themselves
+    so that a key added later is checked too."""
+    import typing
+
+    from pipeline.config import JobConfig
+
+    out = []
+    for section, sf in JobConfig.model_fields.items():
+        model = sf.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, f in model.model_fields.items():
+            kinds = set(typing.get_args(f.annotation)) or {f.annotation}
+            if bool in kinds:
+                continue
+            if kinds & {int, float}:
+                out.append((f"{section}.{name}", float in kinds))
+    return out
+
+
+NUMERIC_KEYS = _numeric_keys()
+
+
+def test_every_numeric_key_is_found():
+    keys = dict(NUMERIC_KEYS)
+    assert {"rasterize.timeout_s", "run.lease_ttl_s", "engine.max_model_len", "ray.gpus_per_actor"} <= set(keys)
+    assert len(keys) >= 34
+
+
+@pytest.mark.parametrize("key,is_float", NUMERIC_KEYS, ids=[k for k, _ in NUMERIC_KEYS])
+def test_numeric_keys_refuse_infinite_nan_and_absurd_values(key, is_float):
+    """inf, 1e10 and friends used to pass, then end the run with an OverflowError (exit 1, run.json
+    left saying "running").  Each is refused at load, and the error names the key."""
+    bad = [10**30, -(10**30)] + ([float("inf"), float("-inf"), float("nan"), 1e300] if is_float else [])
+    for value in bad:
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            load_config(None, {key: value})
+
+
+def test_infinite_timeout_in_toml_is_a_config_error(tmp_path):
+    p = tmp_path / "c.toml"
+    for text in ("[rasterize]\ntimeout_s = inf\n", "[rasterize]\ntimeout_s = 1e10\n", "[run]\nlease_ttl_s = nan\n"):
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=r"'(rasterize\.timeout_s|run\.lease_ttl_s)'"):
+            load_config(p)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("rasterize.timeout_s", 86400.0),
+        ("rasterize.max_pixels", 16384 * 28 * 28),
+        ("rasterize.max_source_pixels", 2**32),
+        ("engine.max_model_len", 131072),
+        ("engine.seed", 2**32 - 1),
+        ("sampling.seed", 2**32 - 1),
+        ("run.max_failure_rate", 0.0),
+        ("run.engine_restarts", 0),
+        ("ray.gpus_per_actor", 8),
+    ],
+)
+def test_bounds_leave_real_settings_alone(key, value):
+    load_config(None, {key: value})
+
+
+def test_rates_and_counts_have_their_ranges():
+    for key, value in [
+        ("run.max_failure_rate", 1.5),
+        ("run.max_failure_rate", -0.1),
+        ("engine.gpu_memory_utilization", 1.01),
+        ("sampling.top_p", 0),
+        ("run.batch_size", 0),
+        ("run.max_attempts", 0),
+        ("rasterize.max_pages", 0),
+        ("engine.seed", -1),
+        ("engine.seed", 2**32),
+        ("engine.mm_max_pixels", 100),
+    ]:
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            load_config(None, {key: value})
+
+
+def test_discover_follow_symlinks_option():
+    assert load_config(None).discover.follow_symlinks == "within_roots"
+    for v in ("all", "none", "within_roots"):
+        assert load_config(None, {"discover.follow_symlinks": v}).discover.follow_symlinks == v
+    with pytest.raises(ConfigError, match="'discover.follow_symlinks'"):
+        load_config(None, {"discover.follow_symlinks": "yes"})
