@@ -391,18 +391,23 @@ def real_pdfs(quick: bool) -> None:
     ours_loop(docs[:3], s), bare_run(pdfium_doc, jobs[:3], 1), bare_run(mupdf_doc, jobs[:3], 1)  # warm caches
     rounds = 1 if quick else 5
     secs: dict[str, list[float]] = {name: [] for name, _ in methods}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in methods}  # this process's CPU s: 1-proc methods only
     for r in range(rounds):
         order = methods if r % 2 == 0 else methods[::-1]  # alternate, so load drifts hit every method alike
         for name, fn in order:
+            c0 = time.process_time()
             secs[name].append(timed(fn, expect)[0])
+            cpu[name].append(time.process_time() - c0)
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {secs[n][-1]:.2f}s" for n, _ in methods[:4]),
               file=sys.stderr)
 
     def pps(name: str) -> float:
         return pages / statistics.median(secs[name])
 
-    print(table([[name, round(pps(name), 1), round(min(secs[name]), 2), round(statistics.median(secs[name]), 2)]
-                 for name, _ in methods], ["method", "pages/s (median)", "best s", "median s"]))
+    one_proc = [name for name, _ in methods if "1 proc" in name or "in-process" in name]
+    print(table([[name, round(pps(name), 1), round(min(secs[name]), 2), round(statistics.median(secs[name]), 2),
+                  round(statistics.median(cpu[name]), 2) if name in one_proc else "-"] for name, _ in methods],
+                ["method", "pages/s (median)", "best s", "median s", "median CPU s"]))
     ratio_defs = [
         ("ours / pypdfium2, 1 proc", "ours rasterize() loop, in-process", "pypdfium2 1 proc"),
         ("ours / pypdfium2 BGRx, 1 proc", "ours rasterize() loop, in-process", "pypdfium2 BGRx 1 proc"),
@@ -414,12 +419,17 @@ def real_pdfs(quick: bool) -> None:
         ("warm: ours / PyMuPDF, 2 procs", "ours RasterPool 2 workers, warm", "PyMuPDF 2 procs, warm"),
     ]
 
-    def per_round(a: str, b: str) -> list[float]:
-        return [y / x for x, y in zip(secs[a], secs[b], strict=True)]  # pages/s ratio = inverse time ratio
+    def per_round(a: str, b: str, by: dict[str, list[float]] = secs) -> list[float]:
+        return [y / x for x, y in zip(by[a], by[b], strict=True)]  # pages/s ratio = inverse time ratio
 
-    print("\nratios (pages/s over pages/s): of the medians, and the range over rounds (each round's pair)")
-    print(table([[lbl, round(pps(a) / pps(b), 2), f"{min(per_round(a, b)):.2f}-{max(per_round(a, b)):.2f}"]
-                 for lbl, a, b in ratio_defs], ["ratio", "medians", "rounds"]))
+    def cpu_ratio(a: str, b: str) -> str:
+        return f"{statistics.median(per_round(a, b, cpu)):.2f}" if a in one_proc and b in one_proc else "-"
+
+    print("\nratios (pages/s over pages/s): each round's pair, median and range over rounds; CPU: the same from\n"
+          "this process's CPU seconds (1-process methods; steadier than wall time on a shared machine)")
+    print(table([[lbl, round(statistics.median(per_round(a, b)), 2),
+                  f"{min(per_round(a, b)):.2f}-{max(per_round(a, b)):.2f}", cpu_ratio(a, b)]
+                 for lbl, a, b in ratio_defs], ["ratio", "wall, median", "wall, range", "CPU, median"]))
 
 
 if __name__ == "__main__":
