@@ -1,9 +1,17 @@
 """Documents -> page images sized for Qwen2.5-VL's 28-pixel patch grid.
 
-Knows pixels, not models.  PDFs are rendered with PyMuPDF straight to the target
-size (the zoom is computed from the page box, so no second resize is needed);
-images are decoded with Pillow (JPEG decoded at reduced scale with ``draft()``
-when the target is much smaller), EXIF orientation applied, converted to RGB.
+Knows pixels, not models.  PDFs are opened and checked with PyMuPDF (encryption,
+damage, page count, page boxes, full-page JPEG scans) and their pages rendered with
+PDFium (pypdfium2) straight to the target size (the scale is computed from the page
+box, so no second resize is needed); PyMuPDF renders a page when PDFium cannot open
+the file, counts its pages differently or fails on the page.  Why two libraries:
+on real-world PDFs PDFium renders faster (bench/raster.py), PyMuPDF is the one that
+reports repaired and truncated files.  Images are decoded with Pillow (JPEG decoded at
+reduced scale with ``draft()`` when the target is much smaller), EXIF orientation
+applied, converted to RGB.
+
+PDFium is not thread-safe: one thread of a process rasterizes at a time (the worker
+processes, or the runner's single producing thread).
 
 Every problem becomes a ``RasterError`` carrying an ``ErrorType``; the caller
 turns it into a failure row.
@@ -15,7 +23,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
@@ -85,7 +93,7 @@ def image_tokens(width: int, height: int) -> int:
 # --------------------------------------------------------------------------- PDF
 
 
-def _scan_image(pdf: object, page: object, tw: int, th: int) -> Image.Image | None:
+def _scan_image(pdf: Any, page: Any, tw: int, th: int) -> Image.Image | None:
     """A scanned page that is one upright, full-page JPEG, decoded directly instead of rendered.
 
     Only when the result is the same picture: exactly one image, covering the page (within 1%),
@@ -97,22 +105,22 @@ def _scan_image(pdf: object, page: object, tw: int, th: int) -> Image.Image | No
     import pymupdf
 
     try:
-        if page.rotation != 0:  # type: ignore[attr-defined]
+        if page.rotation != 0:
             return None
-        images = page.get_images(full=True)  # type: ignore[attr-defined]  # listing only, nothing decoded
+        images = page.get_images(full=True)  # listing only, nothing decoded
         if len(images) != 1:
             return None
         xref, smask, _, _, bpc, _, _, _, filt, _ = images[0]
         if smask or bpc != 8 or filt != "DCTDecode":
             return None
-        placements = page.get_image_info()  # type: ignore[attr-defined]  # no hashes: nothing decoded
+        placements = page.get_image_info()  # no hashes: nothing decoded
         if len(placements) != 1:
             return None
         a, b, c, d, _, _ = placements[0]["transform"]
         if a <= 0 or d <= 0 or abs(b) > 1e-3 or abs(c) > 1e-3:
             return None  # rotated or flipped placement
         bbox = pymupdf.Rect(placements[0]["bbox"])
-        r = page.rect  # type: ignore[attr-defined]
+        r = page.rect
         tol_x, tol_y = r.width * 0.01, r.height * 0.01
         if (
             abs(bbox.x0 - r.x0) > tol_x
@@ -121,16 +129,16 @@ def _scan_image(pdf: object, page: object, tw: int, th: int) -> Image.Image | No
             or abs(bbox.y1 - r.y1) > tol_y
         ):
             return None
-        if page.get_drawings():  # type: ignore[attr-defined]
+        if page.get_drawings():
             return None
         if any(span.get("type") != 3 for span in page.get_texttrace()):  # type 3 = invisible text
             return None
-        raw = pdf.extract_image(xref)  # type: ignore[attr-defined]
+        raw = pdf.extract_image(xref)
         if not raw or raw.get("ext") not in ("jpeg", "jpg") or raw.get("colorspace") not in (1, 3):
             return None
         import io
 
-        img = Image.open(io.BytesIO(raw["image"]))
+        img: Image.Image = Image.open(io.BytesIO(raw["image"]))
         img.draft(img.mode, (tw, th))
         if img.size != (tw, th):
             img = img.resize((tw, th), Image.Resampling.BICUBIC)  # resize in the source mode (L is 3x cheaper)
@@ -139,7 +147,104 @@ def _scan_image(pdf: object, page: object, tw: int, th: int) -> Image.Image | No
         return None  # anything unexpected: fall back to rendering
 
 
-def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedDoc:
+class _Pdfium:
+    """The document opened a second time, in PDFium, to render its pages (form fields included)."""
+
+    def __init__(self, pdf: Any):
+        self.pdf = pdf
+        self.buffer: Any = None  # one pixel buffer for the document's pages, grown when a page needs more
+
+    @staticmethod
+    def open(data: bytes, pages: int) -> _Pdfium | None:
+        """None when PDFium cannot open the file or counts another number of pages than PyMuPDF."""
+        import pypdfium2 as pdfium
+
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except Exception:
+            return None
+        try:
+            pdf.init_forms()  # before any page is loaded, or filled-in form fields are not drawn
+            if len(pdf) == pages:
+                return _Pdfium(pdf)
+        except Exception:
+            pass
+        pdf.close()
+        return None
+
+    def render(self, index: int, tw: int, th: int) -> Image.Image:
+        """Page ``index`` scaled to exactly ``tw`` x ``th`` (the page's own /Rotate applied), on white."""
+        import ctypes
+
+        import pypdfium2.raw as c
+
+        stride = tw * 4  # RGBx: PDFium draws 32-bit pixels natively, and Pillow keeps RGB as 32-bit too
+        if self.buffer is None or len(self.buffer) < stride * th:
+            self.buffer = (ctypes.c_ubyte * (stride * th))()
+        page = self.pdf[index]
+        try:
+            bitmap = c.FPDFBitmap_CreateEx(tw, th, c.FPDFBitmap_BGRx, self.buffer, stride)
+            if not bitmap:
+                raise MemoryError(f"PDFium could not make a {tw}x{th} bitmap")
+            try:
+                c.FPDFBitmap_FillRect(bitmap, 0, 0, tw, th, 0xFFFFFFFF)
+                flags = c.FPDF_ANNOT | c.FPDF_REVERSE_BYTE_ORDER  # annotations drawn; RGB byte order
+                c.FPDF_RenderPageBitmap(bitmap, page, 0, 0, tw, th, 0, flags)
+                if self.pdf.formenv:
+                    c.FPDF_FFLDraw(self.pdf.formenv, bitmap, page, 0, 0, tw, th, 0, flags)
+            finally:
+                c.FPDFBitmap_Destroy(bitmap)
+        finally:
+            page.close()
+        return Image.frombytes("RGB", (tw, th), self.buffer, "raw", "RGBX", stride, 1)  # Pillow's own copy
+
+    def close(self) -> None:
+        self.pdf.close()
+
+
+class _PageRenderer:
+    """Renders one PDF's pages: with PDFium when it opens the file (first needed, so not for a document
+    of direct scans) and counts the same pages as PyMuPDF, else with PyMuPDF; a page PDFium fails on
+    goes to PyMuPDF."""
+
+    def __init__(self, data: bytes, pages: int):
+        self.data = data
+        self.pages = pages
+        self.pdfium: _Pdfium | None = None
+        self.tried = False
+
+    def render(self, page: Any, index: int, tw: int, th: int) -> Image.Image:
+        if not self.tried:
+            self.tried = True
+            self.pdfium = _Pdfium.open(self.data, self.pages)
+        if self.pdfium is not None:
+            try:
+                return self.pdfium.render(index, tw, th)
+            except MemoryError:
+                raise
+            except Exception:
+                pass
+        return _render_mupdf(page, tw, th)
+
+    def close(self) -> None:
+        if self.pdfium is not None:
+            self.pdfium.close()
+            self.pdfium = None
+
+
+def _render_mupdf(page: Any, tw: int, th: int) -> Image.Image:
+    import pymupdf
+
+    rect = page.rect
+    matrix = pymupdf.Matrix(tw / rect.width, th / rect.height)
+    pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB, annots=True)
+    img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1)
+    del pix
+    return img if img.size == (tw, th) else img.resize((tw, th), Image.Resampling.BICUBIC)
+
+
+def _open_pdf(data: bytes) -> tuple[Any, int, list[str]]:
+    """PyMuPDF's document, its page count and warnings; ``RasterError`` for a file we must not render."""
     import pymupdf
 
     pymupdf.TOOLS.mupdf_display_errors(False)
@@ -148,7 +253,7 @@ def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedD
         pdf = pymupdf.open(stream=data, filetype="pdf")
     except Exception as e:  # pymupdf raises FileDataError, RuntimeError, ValueError
         raise RasterError(ErrorType.CORRUPT, f"PDF cannot be opened: {e}") from None
-    with pdf:
+    try:
         if pdf.needs_pass:
             raise RasterError(ErrorType.ENCRYPTED, "PDF is encrypted and needs a password")
         try:
@@ -165,32 +270,39 @@ def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedD
                     f"PDF is truncated ({len(data):,} bytes, no %%EOF marker): pages or content may be missing",
                 )
             warnings.append("PDF was damaged (e.g. broken xref) and repaired while opening")
+    except BaseException:
+        pdf.close()
+        raise
+    return pdf, total, warnings
+
+
+def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedDoc:
+    pdf, total, warnings = _open_pdf(data)
+    renderer = _PageRenderer(data, total)
+    with pdf:
         keep = min(total, s.max_pages)
         if keep < total:
             warnings.append(f"kept the first {keep} of {total} pages (max_pages={s.max_pages})")
         pages = []
-        for i in range(keep):
-            try:
-                page = pdf.load_page(i)
-                rect = page.rect
-                pw, ph = rect.width, rect.height
-                src_w, src_h = pw * s.dpi / 72.0, ph * s.dpi / 72.0
-                tw, th = fit_to_grid(src_w, src_h, s.min_pixels, s.max_pixels)
-                img = _scan_image(pdf, page, tw, th) if s.direct_scans else None
-                if img is None:
-                    matrix = pymupdf.Matrix(tw / pw, th / ph)
-                    pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB, annots=True)
-                    img = Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1)
-                    same = (pix.width, pix.height) == (tw, th)
-                    img = img.copy() if same else img.resize((tw, th), Image.Resampling.BICUBIC)
-                    del pix
-            except RasterError as e:
-                raise RasterError(e.error_type, f"page {i + 1}: {e.message}") from None
-            except MemoryError:
-                raise RasterError(ErrorType.TOO_LARGE, f"page {i + 1}: out of memory while rendering") from None
-            except Exception as e:
-                raise RasterError(ErrorType.CORRUPT, f"page {i + 1} cannot be rendered: {e}") from None
-            pages.append(Page(doc.doc_id, i, img, round(src_w), round(src_h)))
+        try:
+            for i in range(keep):
+                try:
+                    page = pdf.load_page(i)
+                    rect = page.rect
+                    src_w, src_h = rect.width * s.dpi / 72.0, rect.height * s.dpi / 72.0
+                    tw, th = fit_to_grid(src_w, src_h, s.min_pixels, s.max_pixels)
+                    img = _scan_image(pdf, page, tw, th) if s.direct_scans else None
+                    if img is None:
+                        img = renderer.render(page, i, tw, th)
+                except RasterError as e:
+                    raise RasterError(e.error_type, f"page {i + 1}: {e.message}") from None
+                except MemoryError:
+                    raise RasterError(ErrorType.TOO_LARGE, f"page {i + 1}: out of memory while rendering") from None
+                except Exception as e:
+                    raise RasterError(ErrorType.CORRUPT, f"page {i + 1} cannot be rendered: {e}") from None
+                pages.append(Page(doc.doc_id, i, img, round(src_w), round(src_h)))
+        finally:
+            renderer.close()
         return RasterizedDoc(doc, pages, total, warnings)
 
 
@@ -251,7 +363,7 @@ def _rasterize_image(doc: Document, data: bytes, s: RasterSettings) -> Rasterize
         else:
             frames = 1  # GIF / WebP / APNG: first frame only
             if getattr(img, "n_frames", 1) > 1:
-                warnings.append(f"animated image: used the first of {img.n_frames} frames")
+                warnings.append(f"animated image: used the first of {getattr(img, 'n_frames', 1)} frames")
         keep = min(frames, s.max_pages)
         if keep < frames:
             warnings.append(f"kept the first {keep} of {frames} frames (max_pages={s.max_pages})")

@@ -213,3 +213,117 @@ def test_scan_with_visible_overlay_is_rendered_not_decoded(tmp_path):
     plain = doc_for(_scan_pdf(tmp_path / "plain.pdf"))
     pdf2 = m.open(plain.path)
     assert r._scan_image(pdf2, pdf2[0], 840, 1176) is not None
+
+
+# --------------------------------------------------------------------------- PDFium renders, PyMuPDF checks
+
+
+def _mupdf_pixels(path, index, size):
+    """The page as PyMuPDF renders it at ``size``: the reference the model saw before PDFium rendered pages."""
+    with pymupdf.open(path) as pdf:
+        page = pdf[index]
+        r = page.rect
+        pix = page.get_pixmap(matrix=pymupdf.Matrix(size[0] / r.width, size[1] / r.height), alpha=False, annots=True)
+        return np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.width, 3).astype(int)
+
+
+def _fixture_pdfs(tmp_path):
+    """Pages that exercise what a renderer can get wrong: text and colour, /Rotate, a CropBox inside the
+    MediaBox, annotations, filled-in form fields."""
+    out = {"plain": write_pdf(tmp_path / "plain.pdf", pages=2)}
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_text((72, 72), "Rotated invoice 12.34", fontsize=20)
+    page.draw_rect(pymupdf.Rect(72, 100, 300, 160), color=(1, 0, 0), fill=(1, 0.8, 0))
+    page.set_rotation(90)
+    doc.save(tmp_path / "rotated.pdf")
+    out["rotated"] = tmp_path / "rotated.pdf"
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    page.insert_text((100, 150), "Inside the crop box", fontsize=18)
+    page.insert_text((10, 780), "OUTSIDE", fontsize=18)
+    page.set_cropbox(pymupdf.Rect(50, 50, 450, 650))
+    doc.save(tmp_path / "cropped.pdf")
+    out["cropped"] = tmp_path / "cropped.pdf"
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_text((72, 100), "Annotated", fontsize=20)
+    page.add_highlight_annot(pymupdf.Rect(72, 82, 200, 104))
+    page.add_freetext_annot(pymupdf.Rect(72, 320, 400, 360), "A free text note", fontsize=16)
+    doc.save(tmp_path / "annotated.pdf")
+    out["annotated"] = tmp_path / "annotated.pdf"
+    out["form"] = _form_pdf(tmp_path / "form.pdf")
+    return out
+
+
+def _form_pdf(path):
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_text((72, 100), "Invoice form", fontsize=20)
+    field = pymupdf.Widget()
+    field.field_type = pymupdf.PDF_WIDGET_TYPE_TEXT
+    field.field_name = "total"
+    field.field_value = "TOTAL 1234.56"
+    field.rect = pymupdf.Rect(72, 200, 400, 240)
+    field.text_fontsize = 18
+    page.add_widget(field)
+    doc.save(path)
+    return path
+
+
+def test_pdf_pages_look_as_pymupdf_renders_them(tmp_path):
+    s = RasterSettings()
+    for name, path in _fixture_pdfs(tmp_path).items():
+        out = rasterize(doc_for(path), s)
+        with pymupdf.open(path) as pdf:
+            assert len(out.pages) == pdf.page_count
+            for page in out.pages:
+                r = pdf[page.index].rect  # the visible box, /Rotate applied
+                assert (page.width, page.height) == fit_to_grid(r.width * s.dpi / 72, r.height * s.dpi / 72,
+                                                                s.min_pixels, s.max_pixels), name
+                got = np.asarray(page.image, dtype=int)
+                want = _mupdf_pixels(path, page.index, page.image.size)
+                assert got.shape == want.shape, name
+                assert np.abs(got - want).mean() < 2.0, (name, np.abs(got - want).mean())
+
+
+def test_pdf_colours_are_rgb(tmp_path):
+    out = rasterize(doc_for(write_pdf(tmp_path / "a.pdf")), RasterSettings())
+    page = out.pages[0]
+    x, y = round(186 / 595 * page.width), round(130 / 842 * page.height)  # inside the rect filled (0.8, 0.8, 1)
+    r, g, b = page.image.getpixel((x, y))
+    assert abs(r - 204) <= 3 and abs(g - 204) <= 3 and b >= 250
+
+
+def test_rotated_page_is_upright_and_landscape(tmp_path):
+    path = _fixture_pdfs(tmp_path)["rotated"]
+    [page] = rasterize(doc_for(path), RasterSettings()).pages
+    assert page.width > page.height  # /Rotate 90 of a portrait page: shown landscape
+    got = np.asarray(page.image, dtype=int)
+    want = _mupdf_pixels(path, 0, page.image.size)
+    dark_got, dark_want = got.sum(axis=2) < 300, want.sum(axis=2) < 300
+    assert dark_want.sum() > 100 and (dark_got & dark_want).sum() > 0.6 * dark_want.sum()  # text in the same place
+
+
+def test_filled_form_fields_are_drawn(tmp_path):
+    path = _form_pdf(tmp_path / "form.pdf")
+    [page] = rasterize(doc_for(path), RasterSettings()).pages
+    sx, sy = page.width / 595, page.height / 842
+    box = (round(72 * sx), round(200 * sy), round(400 * sx), round(240 * sy))  # the field's rectangle
+    got = np.asarray(page.image.crop(box), dtype=int).sum(axis=2) < 384
+    want = _mupdf_pixels(path, 0, page.image.size)[box[1] : box[3], box[0] : box[2]].sum(axis=2) < 384
+    assert want.sum() > 200  # the value is there in PyMuPDF's rendering
+    assert got.sum() > 0.7 * want.sum()  # and in ours
+
+
+def test_annotations_are_drawn(tmp_path):
+    path = _fixture_pdfs(tmp_path)["annotated"]
+    [page] = rasterize(doc_for(path), RasterSettings()).pages
+    sx, sy = page.width / 595, page.height / 842
+    img = np.asarray(page.image, dtype=int)
+    hl = img[round(84 * sy) : round(102 * sy), round(74 * sx) : round(198 * sx)]  # the highlight's box
+    yellow = (hl[..., 0] > 200) & (hl[..., 1] > 200) & (hl[..., 2] < 120)
+    assert yellow.mean() > 0.3
+    box = (slice(round(320 * sy), round(360 * sy)), slice(round(72 * sx), round(400 * sx)))  # the free-text note
+    want = (_mupdf_pixels(path, 0, page.image.size)[box].sum(axis=2) < 384).sum()
+    assert want > 100 and (img[box].sum(axis=2) < 384).sum() > 0.7 * want
