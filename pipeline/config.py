@@ -91,16 +91,22 @@ _ENGINE_RANGES = {  # inclusive ranges of the engine's numeric keys
 class EngineConfig(_Section):
     name: str = Field("vllm", description="'vllm', or 'module:factory' for an engine of your own.")
     model: str = Field(DEFAULT_MODEL, description="Hugging Face model name or a local checkpoint directory.")
-    profile: Literal["gpu", "cpu"] = Field(
-        "gpu",
+    profile: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
         description="'gpu': vLLM defaults (compiled graphs, engine process). "
-        "'cpu': eager mode, engine core in process, small KV cache (vLLM's CPU build).",
+        "'cpu': eager mode, engine core in process, small KV cache (vLLM's CPU build). "
+        "'auto': 'cpu' where vLLM's platform is the CPU one, else 'gpu'.",
     )
     dtype: str = "auto"
     quantization: str | None = None
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="None: 0.9 on gpu, 0.5 on cpu.")
-    max_model_len: int | None = Field(16384, ge=256)
+    max_model_len: int | None = Field(
+        None,
+        ge=256,
+        description="None: the smaller of 16384 and the model's own context (its config.json); "
+        "a value is passed to vLLM unchanged.",
+    )
     max_num_seqs: int | None = Field(None, ge=1, description="None: vLLM's default.")
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = Field(None, description="None: follow the profile (True on cpu).")

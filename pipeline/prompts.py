@@ -6,11 +6,13 @@ first in the system message, so engines with prefix caching reuse it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import typing
 from functools import lru_cache
 from typing import Any
 
+from PIL import Image
 from pydantic import BaseModel
 
 from pipeline.records import Page, Request, Sampling
@@ -117,14 +119,35 @@ def build_request(
 ) -> Request:
     """One chat request: system prompt + schema fields, then every kept page in order."""
     system_text = (system or DEFAULT_SYSTEM) + "\n\n" + _instruction(model, extra_instructions)
-    content: list[dict[str, Any]] = []
-    for i, page in enumerate(pages):
-        if len(pages) > 1:
-            content.append({"type": "text", "text": f"Page {i + 1} of {len(pages)}:"})
-        content.append({"type": "image", "image": page.image})
-    content.append({"type": "text", "text": "Extract the fields as JSON."})
-    messages = [{"role": "system", "content": system_text}, {"role": "user", "content": content}]
+    content = [*page_parts([p.image for p in pages]), {"type": "text", "text": "Extract the fields as JSON."}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_text}, {"role": "user", "content": content}]
     return Request(doc_id=doc_id, messages=messages, json_schema=json_schema, sampling=sampling)
+
+
+def page_parts(images: list[Image.Image]) -> list[dict[str, Any]]:
+    """The page images of a request, in order, each labelled "Page i of n:" when there are several."""
+    parts: list[dict[str, Any]] = []
+    for i, image in enumerate(images):
+        if len(images) > 1:
+            parts.append({"type": "text", "text": f"Page {i + 1} of {len(images)}:"})
+        parts.append({"type": "image", "image": image})
+    return parts
+
+
+def with_pages(request: Request, images: list[Image.Image]) -> Request:
+    """The same request (same uid) with other page images: fewer, or smaller.  The page parts of the first
+    message holding images (up to its last image) are rebuilt; what follows them and every other message stay."""
+    messages = list(request.messages)
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if not isinstance(content, list):
+            continue
+        last = max((j for j, p in enumerate(content) if p.get("type") == "image"), default=None)
+        if last is None:
+            continue
+        messages[i] = {**m, "content": [*page_parts(images), *content[last + 1 :]]}
+        return dataclasses.replace(request, messages=messages)
+    raise ValueError(f"request for {request.doc_id[:12]} holds no page images")
 
 
 def reask_request(previous: Request, raw_output: str, errors: list[str], sampling: Sampling) -> Request:

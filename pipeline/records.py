@@ -191,6 +191,8 @@ class Generation:
     latency_s: float = 0.0  # wall time of the engine call this generation was part of
     error: str | None = None  # set when the engine could not produce an answer for this request
     error_type: ErrorType | None = None
+    warnings: list[str] = field(default_factory=list)  # what the engine changed to make the request fit
+    pages_used: int | None = None  # pages the engine sent (trailing pages dropped to fit); None = all
 
 
 @dataclass(slots=True)

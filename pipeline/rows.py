@@ -43,9 +43,9 @@ class RowBuilder:
             source_path=doc.display_path,
             doc_kind=doc.kind.value,
             page_count=p.rdoc.total_pages,
-            pages_used=len(p.rdoc.pages),
+            pages_used=len(p.rdoc.pages) if gen.pages_used is None else gen.pages_used,  # the engine may fit fewer
             raw_json=ext.raw_text if self.config.output.keep_raw_json else None,
-            warnings=p.rdoc.warnings + ext.warnings,
+            warnings=p.rdoc.warnings + gen.warnings + ext.warnings,
             attempts=p.attempts,
             prompt_tokens=p.prompt_tokens,
             output_tokens=p.output_tokens,

@@ -182,7 +182,7 @@ def _token_ids(tok: Any) -> dict[str, int]:
     return ids
 
 
-def _model_config(vocab_size: int, ids: dict[str, int]) -> Any:
+def _model_config(vocab_size: int, ids: dict[str, int], max_position_embeddings: int) -> Any:
     """Return the tiny ``Qwen2_5_VLConfig``."""
     from transformers import Qwen2_5_VLConfig
 
@@ -199,7 +199,7 @@ def _model_config(vocab_size: int, ids: dict[str, int]) -> Any:
         "num_attention_heads": text_heads,
         "num_key_value_heads": 1,
         "hidden_act": "silu",
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": max_position_embeddings,
         "rms_norm_eps": 1e-6,
         "use_sliding_window": False,
         "sliding_window": None,
@@ -232,20 +232,19 @@ def _model_config(vocab_size: int, ids: dict[str, int]) -> Any:
         "fullatt_block_indexes": [1],
         "dtype": "float32",
     }
-    return Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-        dtype="float32",
-        architectures=["Qwen2_5_VLForConditionalGeneration"],
-    )
+    top: dict[str, Any] = {  # passed as **kwargs: transformers' stubs do not list the token ids
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+        "dtype": "float32",
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+    }
+    return Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **top)
 
 
 def _random_state_dict(config: Any, seed: int) -> dict[str, Any]:
@@ -354,7 +353,9 @@ def _write_processor_files(out: Path) -> None:
     _write_json(out / "processor_config.json", {"processor_class": "Qwen2_5_VLProcessor"})
 
 
-def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+def build_tiny_qwen25vl(
+    out_dir: str | Path, seed: int = 0, overwrite: bool = False, max_position_embeddings: int = 4096
+) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint to ``out_dir`` and return it.
 
     Args:
@@ -366,6 +367,9 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
             in ``tinymodel.json``), it is reused as is.  If ``True`` the
             directory is rebuilt.  A non-empty directory that is not such a
             checkpoint raises :class:`FileExistsError` unless ``overwrite``.
+        max_position_embeddings: The model's context (``config.json`` and the
+            tokenizer's ``model_max_length``); a short one makes a checkpoint
+            whose context is below docextract's default ``max_model_len``.
 
     Returns:
         The checkpoint directory as an absolute :class:`~pathlib.Path`.
@@ -382,10 +386,11 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
     marker = out / "tinymodel.json"
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            if _is_complete(out, seed):
+            if _is_complete(out, seed, max_position_embeddings):
                 return out
             raise FileExistsError(
-                f"{out} is not empty and is not a tiny Qwen2.5-VL checkpoint for seed {seed}; "
+                f"{out} is not empty and is not a tiny Qwen2.5-VL checkpoint for seed {seed} "
+                f"and context {max_position_embeddings}; "
                 "pass overwrite=True to replace it"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -398,7 +403,7 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
         ids = _token_ids(tok)
         tok_vocab = tok.get_vocab_size(with_added_tokens=True)
         vocab_size = -(-tok_vocab // _VOCAB_MULTIPLE) * _VOCAB_MULTIPLE
-        config = _model_config(vocab_size, ids)
+        config = _model_config(vocab_size, ids, max_position_embeddings)
         state = _random_state_dict(config, seed)
 
         config.save_pretrained(str(tmp))
@@ -419,6 +424,7 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
             {
                 "builder": "pipeline.tinymodel.build_tiny_qwen25vl",
                 "seed": seed,
+                "max_position_embeddings": max_position_embeddings,
                 "tokenizer_vocab_size": tok_vocab,
                 "config_vocab_size": vocab_size,
                 "special_token_ids": ids,
@@ -429,7 +435,7 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
         for path in tmp.iterdir():
             path.chmod(0o644)
         if out.exists():
-            if not overwrite and _is_complete(out, seed):
+            if not overwrite and _is_complete(out, seed, max_position_embeddings):
                 # Another process finished the same checkpoint meanwhile.
                 shutil.rmtree(tmp, ignore_errors=True)
                 return out
@@ -438,7 +444,7 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
             os.replace(tmp, out)
         except OSError:
             # Another process won the race and put a checkpoint in place.
-            if not _is_complete(out, seed):
+            if not _is_complete(out, seed, max_position_embeddings):
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
@@ -447,8 +453,8 @@ def build_tiny_qwen25vl(out_dir: str | Path, seed: int = 0, overwrite: bool = Fa
     return out
 
 
-def _is_complete(out: Path, seed: int) -> bool:
-    """Whether ``out`` holds a finished checkpoint built by this module for ``seed``."""
+def _is_complete(out: Path, seed: int, max_position_embeddings: int) -> bool:
+    """Whether ``out`` holds a finished checkpoint built by this module for ``seed`` and this context."""
     try:
         meta = json.loads((out / "tinymodel.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -460,4 +466,7 @@ def _is_complete(out: Path, seed: int) -> bool:
         "tokenizer_config.json",
         "preprocessor_config.json",
     )
-    return meta.get("seed") == seed and all((out / name).is_file() for name in required)
+    # a checkpoint written before the context was recorded has the default one
+    context = meta.get("max_position_embeddings", 4096)
+    files = all((out / name).is_file() for name in required)
+    return meta.get("seed") == seed and context == max_position_embeddings and files

@@ -28,10 +28,8 @@ TINY_PIXELS = {"rasterize.min_pixels": 3136, "rasterize.max_pixels": 12544, "ras
 def tiny_config(model_dir, **over):
     base = {
         **TINY_PIXELS,
-        "engine.model": str(model_dir),
-        "engine.profile": "cpu",
+        "engine.model": str(model_dir),  # profile auto (cpu here) and max_model_len from the checkpoint (4096)
         "engine.dtype": "float32",
-        "engine.max_model_len": 4096,
         "rasterize.max_pages": 4,
         "rasterize.workers": 1,
         "run.batch_size": 16,
@@ -222,7 +220,7 @@ def test_cli_run_with_vllm_engine_from_the_shell(tiny_model, docs, tmp_path):
     cfg.write_text(
         'schema = "tests.tiny_schema:TinyDoc"\n'
         "[rasterize]\ndpi = 72\nmin_pixels = 3136\nmax_pixels = 12544\nmax_pages = 4\nworkers = 2\n"
-        '[engine]\nprofile = "cpu"\ndtype = "float32"\nmax_model_len = 4096\n'
+        '[engine]\ndtype = "float32"\n'
         "[sampling]\nmax_tokens = 64\n"
     )
     out = tmp_path / "out"
@@ -248,3 +246,96 @@ def test_a_prefetch_that_arrives_after_its_batch_was_answered_is_ignored(engine)
     engine.generate(_tiny_requests("h", 1))  # takes the prefetched batch in: nothing to add
     assert engine.added == added + 3
     assert not engine.llm.llm_engine.has_unfinished_requests()
+
+
+# -- context: max_model_len from the checkpoint, prompts counted as vLLM counts them, documents fitted --
+
+SHORT_CONTEXT = 3072  # below the 16384 default
+BIG_PAGES = {"rasterize.max_pixels": 28 * 28 * 600, "rasterize.max_pages": 8}  # up to 600 image tokens a page
+
+
+@pytest.fixture(scope="session")
+def short_engine(tmp_path_factory):
+    from pipeline.engines.vllm import VLLMEngine
+    from pipeline.tinymodel import build_tiny_qwen25vl
+
+    model = build_tiny_qwen25vl(
+        tmp_path_factory.mktemp("tiny-short") / "qwen25vl-short", seed=0, max_position_embeddings=SHORT_CONTEXT
+    )
+    eng = VLLMEngine(tiny_config(model, **BIG_PAGES).engine_config())  # max_model_len not set
+    yield eng
+    eng.close()
+
+
+def _doc(doc_id, sizes, max_tokens=32, extra=None):
+    pages = [Page(doc_id, i, Image.new("RGB", s, (255, 40 * i % 256, 90)), *s) for i, s in enumerate(sizes)]
+    return build_request(doc_id, pages, TinyDoc, json_schema_for(TinyDoc), Sampling(max_tokens=max_tokens), None, extra)
+
+
+def test_a_checkpoint_with_a_short_context_loads_with_its_own_max_model_len(short_engine):
+    assert short_engine.llm.llm_engine.model_config.max_model_len == SHORT_CONTEXT
+    assert short_engine.settings == {
+        "max_model_len": SHORT_CONTEXT,
+        "max_model_len_source": "model config (text_config.max_position_embeddings)",
+        "profile": "cpu",
+        "profile_source": "auto: vLLM platform is cpu",
+        "fit": "on: 3,136-470,400 px per image",
+        "fit_floor_pixels": 256 * 28 * 28,
+    }
+    [g] = short_engine.generate([_doc("s", [(112, 140)])])
+    assert _valid(g) and g.warnings == [] and g.pages_used is None
+
+
+def _check_counts(engine, requests):
+    gens = engine.generate(requests)
+    counted = [
+        engine.counter.text_tokens(r) + sum(engine.counter.image_tokens(*im.size) for im in r.images) for r in requests
+    ]
+    assert all(_valid(g) for g in gens), [g.error for g in gens]
+    assert [g.prompt_tokens for g in gens] == counted  # what vLLM reports for the prompt it ran
+
+
+def test_prompt_tokens_are_counted_as_vllm_counts_them(engine, short_engine):
+    from pipeline.prompts import reask_request
+
+    sizes = [[(112, 112)], [(300, 500)] * 3, [(1000, 1400), (1400, 1000)], [(20, 20)], [(57, 2000), (700, 90)]]
+    reqs = [_doc(f"c{i}", s) for i, s in enumerate(sizes)]
+    reqs.append(_doc("unicode", [(400, 300)], extra="Beträge in € (Größe, Straße), 発票 — ‘quotes’"))
+    answer = '{"code":"ab","kind":"invoice","paid":true}'
+    reqs.append(reask_request(reqs[1], answer, ["code: too short"], Sampling(max_tokens=32)))
+    _check_counts(engine, reqs)  # pages within 3,136-12,544 px
+    _check_counts(short_engine, reqs)  # pages within 3,136-470,400 px: bigger images, other rounding
+
+
+def test_a_document_too_long_for_the_context_is_fitted_and_one_that_cannot_fit_fails_alone(short_engine):
+    page = (672, 672)  # 576 image tokens at full budget; 6 pages = 3,456 tokens, more than the context
+    downscaled = _doc("downscaled", [page] * 6, max_tokens=32)
+    dropped = _doc("dropped", [page] * 6, max_tokens=1536)  # 1,536 left for the prompt: not 6 pages even at the floor
+    hopeless = _doc("hopeless", [page], max_tokens=3000)  # 72 tokens for the prompt
+    plain = _doc("plain", [(112, 140)])
+    rejected = short_engine.rejected
+    d, p, h, ok = short_engine.generate([downscaled, dropped, hopeless, plain])
+
+    assert _valid(d) and d.pages_used is None
+    assert d.prompt_tokens <= SHORT_CONTEXT - 32
+    assert d.prompt_tokens > SHORT_CONTEXT - 32 - 6 * 40  # the largest budget that fits, not the floor
+    [warning] = d.warnings
+    assert warning.startswith("pages downscaled to at most ") and warning.endswith(
+        "image tokens) each to fit engine.max_model_len 3,072"
+    )
+
+    assert _valid(p) and p.prompt_tokens <= SHORT_CONTEXT - 1536
+    assert p.pages_used is not None and 1 <= p.pages_used < 6
+    assert p.warnings[-1] == (
+        f"dropped pages {p.pages_used + 1}-6 of 6 to fit engine.max_model_len 3,072 "
+        "with sampling.max_tokens 1,536 for the answer"
+    )
+
+    assert h.error_type is ErrorType.REQUEST_INVALID and h.finish_reason == "error" and h.output_tokens == 0
+    assert h.error.startswith("the first page alone needs ") and "with 3,000 for the answer" in h.error
+    needed = int(h.error.split(" needs ")[1].split(" prompt")[0].replace(",", ""))
+    assert f"raise engine.max_model_len to at least {needed + 3000:,} or lower sampling.max_tokens" in h.error
+    assert short_engine.rejected == rejected + 1
+
+    assert _valid(ok) and ok.warnings == [] and ok.pages_used is None
+    assert not short_engine.llm.llm_engine.has_unfinished_requests()

@@ -5,6 +5,12 @@ Profiles:
 * ``cpu``: vLLM's CPU build: eager mode, engine core in this process
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), a small KV cache (``VLLM_CPU_KVCACHE_SPACE``).
   Measured here: engine start 8 s instead of 74-139 s.
+* ``auto`` (the default): ``cpu`` where vLLM's own platform detection
+  (``vllm.platforms.current_platform``) finds the CPU platform, else ``gpu``.
+
+Context: ``engine.max_model_len`` unset means the smaller of 16384 and the model's own context
+(read from its ``config.json``, in a local directory or the Hugging Face cache, never downloaded).
+What was chosen, and why, is in ``VLLMEngine.settings``.
 
 Feeding: requests are added one by one with ``LLM.enqueue_chat`` and the engine is stepped
 (``LLM.llm_engine.step()``) until the batch asked for is answered.  ``prefetch`` hands over the
@@ -12,25 +18,34 @@ next batch from another thread; its requests are added at the next step, so vLLM
 fills the slots the current batch's short answers free instead of idling through the batch's
 longest answer (with one ``LLM.chat`` per batch, occupancy falls towards the end of every batch).
 
+Fitting: before a request is added its prompt is counted the way vLLM will count it (the chat
+template rendered by vLLM's renderer and the engine's tokenizer, plus Qwen2.5-VL's image tokens);
+a document that does not fit ``max_model_len`` with ``max_tokens`` left for the answer gets smaller
+pages, then fewer (``pipeline.fit``), and says so in ``Generation.warnings``.
+
 Bad requests: vLLM checks a request when it is added (an image the processor rejects, a prompt
 longer than ``max_model_len``) and raises for that request alone, so it becomes a
-``request_invalid`` generation and nothing else is affected.  Anything raised while stepping is an
-engine error: every request in flight is aborted and the error goes up to the retry layer
-(``ResilientEngine``: backoff, OOM halving, rebuild); answers already finished are kept.
+``request_invalid`` generation and nothing else is affected; so does a document that cannot fit.
+Anything raised while stepping is an engine error: every request in flight is aborted and the
+error goes up to the retry layer (``ResilientEngine``: backoff, OOM halving, rebuild); answers
+already finished are kept.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from pipeline.config import EngineConfig
 from pipeline.engines.base import EngineBase
 from pipeline.errors import EngineLoadError
+from pipeline.fit import Fit, fit_request, pixel_floor, qwen_vl_image_tokens
 from pipeline.records import ErrorType, Generation, Request
 
 log = logging.getLogger(__name__)
@@ -39,6 +54,101 @@ INSTALL_HINT = (
     "vLLM is not installed. On a GPU machine: pip install 'docextract[vllm]'. "
     "On a CPU-only machine: bash scripts/setup (installs vLLM's CPU build, see README 'vLLM on a CPU')."
 )
+
+
+DEFAULT_MAX_MODEL_LEN = 16384
+
+#: Keys of a model's config.json that bound its context; vLLM takes the smallest one found
+#: (``ModelArchConfigConvertor.derive_max_model_len_and_key``), then the tokenizer's ``model_max_length``.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")  # fmt: skip
+
+#: Model types whose image tokens ``pipeline.fit`` counts (Qwen2-VL's rule); others are not fitted.
+FITTED_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
+
+
+def _model_file(model: str, name: str, download_dir: str | None) -> dict[str, Any] | None:
+    """A JSON file of the checkpoint, from a local directory or the Hugging Face cache; None when it is
+    not there or not readable (nothing is downloaded)."""
+    path: str | None = None
+    if os.path.isdir(model):
+        path = os.path.join(model, name)
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        for cache_dir in ([download_dir] if download_dir else []) + [None]:
+            found = try_to_load_from_cache(model, name, cache_dir=cache_dir)
+            if isinstance(found, str):
+                path = found
+                break
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def model_context(model: str, download_dir: str | None = None) -> tuple[int, str] | None:
+    """The model's own context and where it was read (``"text_config.max_position_embeddings"``), or None
+    when the checkpoint's config.json is not readable here.  Like vLLM: the smallest of the context keys
+    of the text config (Qwen2.5-VL keeps them under ``text_config``), then the tokenizer's
+    ``model_max_length`` if smaller.  RoPE scaling factors, which vLLM multiplies in, are not: the value
+    here is never larger than vLLM's."""
+    config = _model_file(model, "config.json", download_dir)
+    if config is None:
+        return None
+    found: list[tuple[int, str]] = []
+    for prefix, section in (("text_config.", config.get("text_config")), ("", config)):
+        if isinstance(section, dict) and not found:  # the text config's keys when it has any
+            found = [(v, prefix + k) for k in CONTEXT_KEYS if isinstance(v := section.get(k), int) and v > 0]
+    tok = _model_file(model, "tokenizer_config.json", download_dir) or {}
+    if isinstance(v := tok.get("model_max_length"), int) and v > 0:
+        found.append((v, "tokenizer_config.model_max_length"))
+    return min(found) if found else None
+
+
+def resolve_max_model_len(config: EngineConfig) -> tuple[int | None, str]:
+    """``max_model_len`` to pass to vLLM (None: vLLM derives it) and why."""
+    if config.max_model_len:
+        return config.max_model_len, "engine.max_model_len"
+    context = model_context(config.model, config.download_dir)
+    if context is None:
+        return None, "vLLM's own: the model's config.json was not readable here"
+    n, key = context
+    if n < DEFAULT_MAX_MODEL_LEN:
+        return n, f"model config ({key})"
+    return DEFAULT_MAX_MODEL_LEN, f"default {DEFAULT_MAX_MODEL_LEN} (the model allows {n:,}, {key})"
+
+
+def resolve_profile(config: EngineConfig) -> tuple[str, str]:
+    """``gpu`` or ``cpu``, and why: ``auto`` asks vLLM's platform detection."""
+    if config.profile != "auto":
+        return config.profile, "engine.profile"
+    try:
+        from vllm.platforms import current_platform
+
+        is_cpu = current_platform.is_cpu()
+        name = current_platform.device_type or "unspecified (no GPU found, not the CPU build)"
+    except Exception as e:  # an odd platform: vLLM itself will say more when the engine is built
+        return "gpu", f"auto: vLLM's platform could not be detected ({type(e).__name__}: {e})"
+    return ("cpu" if is_cpu else "gpu"), f"auto: vLLM platform is {name}"
+
+
+def resolve_settings(config: EngineConfig) -> tuple[EngineConfig, dict[str, Any]]:
+    """The engine config with ``profile`` and ``max_model_len`` resolved, and what was chosen and why."""
+    profile, profile_source = resolve_profile(config)
+    max_model_len, max_model_len_source = resolve_max_model_len(config)
+    settings = {
+        "max_model_len": max_model_len,
+        "max_model_len_source": max_model_len_source,
+        "profile": profile,
+        "profile_source": profile_source,
+    }
+    return config.model_copy(update={"profile": profile, "max_model_len": max_model_len}), settings
 
 
 def cpu_environment(config: EngineConfig) -> dict[str, str]:
@@ -50,7 +160,10 @@ def cpu_environment(config: EngineConfig) -> dict[str, str]:
 
 
 def llm_kwargs(config: EngineConfig) -> dict[str, Any]:
-    """Keyword arguments for ``vllm.LLM`` built from the job's engine config."""
+    """Keyword arguments for ``vllm.LLM`` built from the job's engine config, its profile resolved
+    (``resolve_settings``)."""
+    if config.profile not in ("gpu", "cpu"):
+        raise ValueError(f"engine.profile {config.profile!r} is not resolved: pass the config from resolve_settings")
     cpu = config.profile == "cpu"
     kwargs: dict[str, Any] = {
         "model": config.model,
@@ -141,11 +254,57 @@ def _describe_load_failure(config: EngineConfig, exc: BaseException) -> str:
         if not getattr(current_platform, "device_type", ""):
             return (
                 f"could not load model {model!r}: vLLM found no GPU and this is not vLLM's CPU build ({msg}). "
-                "Run on a GPU machine, or install the CPU build (bash scripts/setup) and pass --profile cpu."
+                "Run on a GPU machine, or install the CPU build (bash scripts/setup): the auto profile picks cpu there."
             )
     except Exception:
         pass
     return f"could not load model {model!r}: {msg}"
+
+
+class PromptCounter:
+    """Counts a request's prompt tokens as vLLM will (``pipeline.fit.TokenCounter``): the chat template
+    rendered by vLLM's own renderer and tokenized by the engine's tokenizer, image placeholders left out,
+    plus Qwen2-VL's image tokens with the processor's pixel bounds (the LLM's ``mm_processor_kwargs``
+    included).  Checked against vLLM's ``prompt_token_ids`` in tests/test_vllm_engine.py."""
+
+    def __init__(self, llm: Any, min_pixels: int, max_pixels: int):
+        from vllm.renderers import ChatParams
+
+        self.llm = llm
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.image_token_id = getattr(llm.llm_engine.model_config.hf_config, "image_token_id", None)
+        kwargs = {"add_generation_prompt": True, "continue_final_message": False, "tools": None, "tokenize": False}
+        self.params = ChatParams(chat_template=getattr(llm, "chat_template", None), chat_template_kwargs=kwargs)
+
+    def text_tokens(self, request: Request) -> int:
+        _, prompt = self.llm.renderer.render_messages(to_vllm_messages(request), self.params)
+        ids = prompt.get("prompt_token_ids")
+        if ids is None:
+            ids = self.llm.get_tokenizer().encode(prompt["prompt"], add_special_tokens=False)
+        return len(ids) - (ids.count(self.image_token_id) if self.image_token_id is not None else 0)
+
+    def image_tokens(self, width: int, height: int) -> int:
+        return qwen_vl_image_tokens(width, height, self.min_pixels, self.max_pixels)
+
+
+def prompt_counter(llm: Any, config: EngineConfig) -> tuple[PromptCounter | None, str]:
+    """The counter the fit uses, or None (and why) for a model whose image tokens it cannot count."""
+    model_type = getattr(llm.llm_engine.model_config.hf_config, "model_type", "")
+    if model_type not in FITTED_MODEL_TYPES:
+        return None, f"off: image tokens of model type {model_type!r} are not counted here; vLLM checks the length"
+    size = llm.renderer.get_mm_processor().info.get_image_processor().size
+    low = getattr(size, "shortest_edge", None) or config.mm_min_pixels
+    high = getattr(size, "longest_edge", None) or config.mm_max_pixels
+    if not (low and high):
+        return None, "off: the image processor's pixel bounds are unknown; vLLM checks the length"
+    return PromptCounter(llm, low, high), f"on: {low:,}-{high:,} px per image"
+
+
+class _InFlight(NamedTuple):
+    request: Request
+    internal_id: str
+    added: float  # perf_counter
+    fit: Fit
 
 
 class VLLMEngine(EngineBase):
@@ -153,25 +312,30 @@ class VLLMEngine(EngineBase):
 
     def __init__(self, config: EngineConfig):
         self.config = config
-        if config.profile == "cpu":
-            for k, v in cpu_environment(config).items():
-                os.environ.setdefault(k, v)
         try:
             import vllm
         except ImportError as e:
             raise EngineLoadError(f"{INSTALL_HINT} ({e})") from e
+        resolved, self.settings = resolve_settings(config)  # what was chosen and why (run.json)
+        if resolved.profile == "cpu":  # read when the engine is built, not when vllm is imported
+            for k, v in cpu_environment(resolved).items():
+                os.environ.setdefault(k, v)
         self.vllm_version = getattr(vllm, "__version__", "unknown")
         t0 = time.perf_counter()
         try:
-            self.llm = vllm.LLM(**llm_kwargs(config))
+            self.llm: Any = vllm.LLM(**llm_kwargs(resolved))
         except Exception as e:
-            raise EngineLoadError(_describe_load_failure(config, e)) from e
+            raise EngineLoadError(_describe_load_failure(resolved, e)) from e
         self.load_seconds = time.perf_counter() - t0
+        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+        self.fit_floor_pixels = pixel_floor(config.mm_min_pixels)
+        self.counter, fit = prompt_counter(self.llm, resolved)
+        self.settings.update(max_model_len=self.max_model_len, fit=fit, fit_floor_pixels=self.fit_floor_pixels)
         self.calls = 0
-        self.rejected = 0  # requests vLLM refused (request_invalid)
+        self.rejected = 0  # requests vLLM refused or that could not fit (request_invalid)
         self.added = 0  # requests added to vLLM
         self._prefetched: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()
-        self._in_flight: dict[str, tuple[Request, str, float]] = {}  # vLLM request id -> (request, internal id, added)
+        self._in_flight: dict[str, _InFlight] = {}  # vLLM request id -> what was added
         self._in_flight_uids: set[str] = set()  # Request.uid of the requests in flight
         self._done: dict[str, Generation] = {}  # Request.uid -> answer not yet collected by generate()
         self._collected: dict[str, None] = {}  # uids answered and collected lately (ordered: oldest first)
@@ -227,31 +391,49 @@ class VLLMEngine(EngineBase):
             self._add(r)
 
     def _add(self, r: Request) -> None:
-        """Add one request unless it is in flight or answered; a request vLLM rejects is answered
-        with ``request_invalid`` (its own row), an engine failure raises."""
+        """Add one request unless it is in flight or answered; a request that cannot fit or that vLLM
+        rejects is answered with ``request_invalid`` (its own row), an engine failure raises."""
         if r.uid in self._in_flight_uids or self._is_done(r) or r.uid in self._collected:
             return  # in flight, answered, or answered and collected (a prefetch that arrived late)
+        fit = self._fit(r)
+        if fit.request is None:
+            self._reject(r, fit.error or "the request does not fit engine.max_model_len")
+            return
         try:
-            ids = self.llm.enqueue_chat([to_vllm_messages(r)], sampling_params=[sampling_params(r)], use_tqdm=False)
+            messages = [to_vllm_messages(fit.request)]
+            ids = self.llm.enqueue_chat(messages, sampling_params=[sampling_params(r)], use_tqdm=False)
         except Exception as e:
             if _engine_is_dead(e) or not _is_request_error(e):
                 raise
-            log.warning("request for %s rejected by vLLM: %s", r.doc_id[:12], e)
-            self.rejected += 1
-            self._done[r.uid] = Generation(
-                r.doc_id, "", "error", error=f"{type(e).__name__}: {e}"[:2000], error_type=ErrorType.REQUEST_INVALID
-            )
+            self._reject(r, f"{type(e).__name__}: {e}")
             return
         internal = ids[0]
-        self._in_flight[_external_id(internal)] = (r, internal, time.perf_counter())
+        self._in_flight[_external_id(internal)] = _InFlight(r, internal, time.perf_counter(), fit)
         self._in_flight_uids.add(r.uid)
         self.added += 1
+
+    def _fit(self, r: Request) -> Fit:
+        """``r`` made to fit ``max_model_len`` (``pipeline.fit``); ``r`` unchanged when the fit is off or
+        cannot count it (an image the processor will reject: vLLM says why when it is added)."""
+        if self.counter is None:
+            return Fit(r, 0)
+        try:
+            return fit_request(r, self.counter, self.max_model_len, self.fit_floor_pixels)
+        except Exception:
+            log.debug("could not count the prompt for %s; vLLM checks it", r.doc_id[:12], exc_info=True)
+            return Fit(r, 0)
+
+    def _reject(self, r: Request, message: str) -> None:
+        log.warning("request for %s rejected: %s", r.doc_id[:12], message)
+        self.rejected += 1
+        error_type = ErrorType.REQUEST_INVALID
+        self._done[r.uid] = Generation(r.doc_id, "", "error", error=message[:2000], error_type=error_type)
 
     def _finished(self, out: Any) -> None:
         got = self._in_flight.pop(out.request_id, None)
         if got is None:
             return  # not ours (or aborted meanwhile)
-        r, _, t0 = got
+        r, fit = got.request, got.fit
         self._in_flight_uids.discard(r.uid)
         comp = out.outputs[0] if out.outputs else None
         self._done[r.uid] = Generation(
@@ -260,7 +442,9 @@ class VLLMEngine(EngineBase):
             finish_reason=(comp.finish_reason or "unknown") if comp else "error",
             prompt_tokens=len(out.prompt_token_ids or []),
             output_tokens=len(comp.token_ids) if comp else 0,
-            latency_s=time.perf_counter() - t0,
+            latency_s=time.perf_counter() - got.added,
+            warnings=list(fit.warnings),
+            pages_used=fit.pages_used,
         )
 
     def abort_pending(self) -> None:
@@ -270,7 +454,7 @@ class VLLMEngine(EngineBase):
         self._done.clear()
 
     def _abort_in_flight(self) -> None:
-        internal = [i for _, i, _ in self._in_flight.values()]
+        internal = [f.internal_id for f in self._in_flight.values()]
         self._in_flight.clear()
         self._in_flight_uids.clear()
         self._take_prefetched()  # dropped: prefetched batches are not added now; their generate() adds them
