@@ -1,47 +1,68 @@
 """Command line: thin over the Python API (``pipeline.runner.run_job`` and friends).
 
-Exit codes: 0 ok; 2 could not start (bad config, no inputs, engine would not load);
-3 failure rate above ``--max-failure-rate``; 4 interrupted (SIGINT/SIGTERM, partial
-work committed; run again to resume).
+stdout carries each command's output (tables, reports, ``--json`` documents); stderr carries logs,
+progress, the run summary and errors (see ``pipeline/logs.py``).  Every command takes ``-q``/``-v``/``--log-format``.
+
+Exit codes: 0 ok; 1 an unexpected error (one line; ``-v`` shows the traceback); 2 could not start
+(bad config, no inputs, engine would not load, a schema that cannot be imported); 3 failure rate above
+``--max-failure-rate``; 4 interrupted (SIGINT/SIGTERM, partial work committed; run again to resume).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from pipeline.config import ConfigError, JobConfig, load_config
+from pipeline.cli_base import (
+    ConfigOpt,
+    EngineOpt,
+    JsonOpt,
+    ModelOpt,
+    ProfileOpt,
+    SchemaOpt,
+    SetOpt,
+    command,
+    job_config,
+    print_json,
+    state,
+)
+from pipeline.cli_base import fail as _fail
+from pipeline.config import ConfigError, JobConfig, config_toml, resolve_config
 from pipeline.errors import CouldNotStart
-from pipeline.summary import EXIT_COULD_NOT_START, Progress, RunSummary
+from pipeline.summary import Progress, RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
+config_app = typer.Typer(no_args_is_help=True, help="The effective job configuration.")
+app.add_typer(config_app, name="config")
 err = typer.echo
+log = logging.getLogger("docextract")
+progress_log = logging.getLogger("docextract.progress")
+_config = job_config
 
 
-def _fail(msg: str, code: int = EXIT_COULD_NOT_START) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+def _version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        typer.echo(f"docextract {__version__}")
+        raise typer.Exit(0)
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML job config (see configs/).")]
-SchemaOpt = Annotated[Optional[str], typer.Option("--schema", "-s", help="invoice | receipt | module:Class")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub model name or local checkpoint directory.")]
-EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help="vllm | module:factory")]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="gpu | cpu (vLLM's CPU build).")]
-
-
-def _config(config: Path | None, **overrides: Any) -> JobConfig:
-    try:
-        return load_config(config, overrides)
-    except ConfigError as e:
-        _fail(str(e))
-        raise  # unreachable
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Invoices and receipts -> typed Parquet, via vLLM."""
 
 
 def _job_overrides(
@@ -64,7 +85,9 @@ def _job_overrides(
 
 
 def _progress_printer(enabled: bool):  # type: ignore[no-untyped-def]
-    if not enabled or not sys.stderr.isatty():
+    """A progress bar on a terminal; elsewhere (or with --log-format json) a log line every 5 s
+    (``docextract.progress``, INFO: ``-q`` silences it)."""
+    if not enabled or not sys.stderr.isatty() or state.verbosity < 0 or state.log_format == "json":
         last = {"t": 0.0}
 
         def plain(p: Progress) -> None:
@@ -73,12 +96,16 @@ def _progress_printer(enabled: bool):  # type: ignore[no-untyped-def]
             now = time.monotonic()
             if now - last["t"] >= 5 or p.done == p.total:
                 last["t"] = now
-                err(f"[{p.stage}] {p.done}/{p.total} documents, {p.failed} failed, {p.pages} pages", err=True)
+                progress_log.info(
+                    "[%s] %d/%d documents, %d failed, %d pages", p.stage, p.done, p.total, p.failed, p.pages
+                )
 
         return plain, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
 
-    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar = Bar(*columns, transient=False)
     task = bar.add_task("documents", total=None)
 
     def update(p: Progress) -> None:
@@ -87,7 +114,16 @@ def _progress_printer(enabled: bool):  # type: ignore[no-untyped-def]
     return update, bar
 
 
-def _print_summary(s: RunSummary) -> None:
+def summary_dict(s: RunSummary) -> dict[str, Any]:
+    """The run summary as plain JSON-able data (paths as strings), with the failure rate."""
+    return {**json.loads(json.dumps(dataclasses.asdict(s), default=str)), "failure_rate": s.failure_rate}
+
+
+def _print_summary(s: RunSummary, as_json: bool = False) -> None:
+    """Text on stderr (with the logs: stdout stays free for --json), or the JSON document on stdout."""
+    if as_json:
+        print_json(summary_dict(s))
+        return
     t = s.timings
     err(
         f"{s.inputs} documents: {s.succeeded} extracted, {s.failed} failed, {s.skipped} skipped (already done); "
@@ -115,7 +151,13 @@ def _print_summary(s: RunSummary) -> None:
 
 
 def _execute(
-    inputs: list[str], out: str, cfg: JobConfig, force: bool, retry_failed: bool, stage_dir: str | None = None
+    inputs: list[str],
+    out: str,
+    cfg: JobConfig,
+    force: bool,
+    retry_failed: bool,
+    stage_dir: str | None = None,
+    as_json: bool = False,
 ) -> None:
     from pipeline.runner import run_job
 
@@ -134,11 +176,11 @@ def _execute(
     finally:
         if bar is not None:
             bar.stop()
-    _print_summary(summary)
+    _print_summary(summary, as_json)
     raise typer.Exit(summary.exit_code)
 
 
-@app.command()
+@command(app)
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Folders, globs, files or manifests (.txt/.csv/.parquet).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory or s3://bucket/prefix.")],
@@ -147,45 +189,47 @@ def run(
     model: ModelOpt = None,
     engine: EngineOpt = None,
     profile: ProfileOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Documents per engine call.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
-    max_pages: Annotated[Optional[int], typer.Option(help="Pages kept per document.")] = None,
-    max_failure_rate: Annotated[Optional[float], typer.Option(help="Exit 3 above this failed fraction.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="local | ray")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Attach to this Ray cluster (with --backend ray).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Documents per engine call.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="Pages kept per document.")] = None,
+    max_failure_rate: Annotated[float | None, typer.Option(help="Exit 3 above this failed fraction.")] = None,
+    backend: Annotated[str | None, typer.Option(help="local | ray")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Attach to this Ray cluster (with --backend ray).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Reprocess documents already done.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Re-run retryable failures.")] = False,
     rehash: Annotated[
         bool, typer.Option("--rehash", help="Read and hash every input, even those the identity cache knows.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate)
     cfg = _config(
         config,
+        sets,
         **overrides,
-        **{"rasterize.workers": workers, "rasterize.max_pages": max_pages, "backend": backend, "ray.address": ray_address,
-           "run.rehash": rehash or None},
+        **{"rasterize.workers": workers, "rasterize.max_pages": max_pages, "backend": backend},
+        **{"ray.address": ray_address, "run.rehash": rehash or None},
     )
-    _execute(inputs, out, cfg, force, retry_failed)
+    _execute(inputs, out, cfg, force, retry_failed, as_json=as_json)
 
 
-@app.command()
+@command(app)
 def rasterize(
     inputs: Annotated[list[str], typer.Argument(help="Folders, globs, files or manifests.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Stage directory to write (a local folder; replaced).")],
     config: ConfigOpt = None,
-    workers: Annotated[Optional[int], typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
-    max_pages: Annotated[Optional[int], typer.Option(help="Pages kept per document.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="Pages kept per document.")] = None,
+    sets: SetOpt = None,
 ) -> None:
     """Rasterize only (cheap CPU nodes): write a stage directory and print a pre-flight report."""
     from pipeline.errors import InputError, StageError
     from pipeline.rasterize import RasterSettings
     from pipeline.stage import write_stage
 
-    cfg = _config(config, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
+    cfg = _config(config, sets, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
     r = cfg.rasterize
     try:
         rep = write_stage(inputs, out, RasterSettings.from_config(r), cfg.effective_workers(), r.timeout_s)
@@ -196,13 +240,14 @@ def rasterize(
     err(f"  documents: {rep.documents} ({', '.join(f'{k}={v}' for k, v in sorted(rep.by_kind.items()))})")
     err(f"  pages kept: {rep.pages}; pages dropped by max_pages: {rep.pages_dropped}")
     failed = sum(rep.failed.values())
-    err(f"  unreadable/failed: {failed}" + (f" ({', '.join(f'{k}={v}' for k, v in sorted(rep.failed.items()))})" if failed else ""))
+    by_type = ", ".join(f"{k}={v}" for k, v in sorted(rep.failed.items()))
+    err(f"  unreadable/failed: {failed}" + (f" ({by_type})" if failed else ""))
     err(f"  image tokens: {rep.image_tokens:,} (~{rep.image_tokens / max(rep.pages, 1):.0f}/page, 28x28 px each)")
     err(f"  estimated prompt tokens: {rep.estimated_prompt_tokens():,}")
     err(f"  time: {rep.seconds:.1f}s ({rep.pages / max(rep.seconds, 1e-9):.1f} pages/s)")
 
 
-@app.command()
+@command(app)
 def extract(
     stage: Annotated[str, typer.Argument(help="Stage directory written by 'docextract rasterize' (local).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory or s3://bucket/prefix.")],
@@ -211,17 +256,19 @@ def extract(
     model: ModelOpt = None,
     engine: EngineOpt = None,
     profile: ProfileOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    max_failure_rate: Annotated[Optional[float], typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    max_failure_rate: Annotated[float | None, typer.Option()] = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
-    cfg = _config(config, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
-    _execute([stage], out, cfg, force, retry_failed, stage_dir=stage)
+    cfg = _config(config, sets, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
+    _execute([stage], out, cfg, force, retry_failed, stage_dir=stage, as_json=as_json)
 
 
-@app.command("schema")
+@command(app, "schema")
 def schema_cmd(name: Annotated[str, typer.Argument(help="invoice | receipt | module:Class")] = "invoice") -> None:
     """Print the JSON Schema sent to the engine for constrained decoding."""
     from pipeline.prompts import schema_json_text
@@ -233,64 +280,95 @@ def schema_cmd(name: Annotated[str, typer.Argument(help="invoice | receipt | mod
         _fail(str(e))
 
 
-@app.command()
-def inspect(
-    out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) of a run.")],
-    rows: Annotated[int, typer.Option(help="Sample rows to show.")] = 3,
-) -> None:
-    """Counts, failure reasons and a few rows of a run's output."""
+def _inspect_data(out: str, rows: int) -> tuple[dict[str, Any], list[Any]]:
+    """Counts, failures by (stage, type), a few failures and rows, the last run: what inspect shows; and
+    the parts that were skipped as not ours (damaged, foreign), which are reported, never fatal."""
     from pipeline.status import read_manifest
     from pipeline.store import SkippedPart, read_table
 
     skipped: list[SkippedPart] = []
-    res = read_table(out, "results", skipped)
-    fail = read_table(out, "failures", skipped)
-    if res is None and fail is None and not skipped:
-        _fail(f"{out} has no results/ or failures/ parts")
-    n_res = res.num_rows if res is not None else 0
-    n_fail = fail.num_rows if fail is not None else 0
-    typer.echo(f"results: {n_res} rows; failures: {n_fail} rows")
-    if fail is not None and n_fail:
-        c = Counter(zip(fail.column("stage").to_pylist(), fail.column("error_type").to_pylist(), strict=True))
-        for (stage, et), n in c.most_common():
-            typer.echo(f"  {stage:10s} {et:18s} {n}")
-        for r in fail.slice(0, rows).to_pylist():
-            typer.echo(f"  - {r['source_path']}: [{r['error_type']}] {(r.get('message') or '')[:160]}")
-    if res is not None and n_res:
-        skip = {"raw_json", "warnings", "run_key", "run_id", "extracted_at", "schema_name", "model"}
-        for r in res.slice(0, rows).to_pylist():
-            shown = {k: v for k, v in r.items() if k not in skip}
-            typer.echo("  " + json.dumps(shown, default=str, ensure_ascii=False)[:400])
     try:
-        m = read_manifest(out)
+        res = read_table(out, "results", skipped)
+        fail = read_table(out, "failures", skipped)
+    except (ValueError, OSError) as e:  # an unreadable store
+        _fail(f"cannot read {out}: {e}")
+        raise  # unreachable
+    try:
+        last = read_manifest(out)
     except CouldNotStart as e:
         err(f"warning: {e}", err=True)
-        m = None
-    if m is not None:
+        last = None
+    if res is None and fail is None and not skipped:
+        _fail(f"{out} has no results/ or failures/ parts")
+    data: dict[str, Any] = {"results": 0, "failures": 0, "failures_by_type": [], "failure_samples": [], "rows": []}
+    if fail is not None and fail.num_rows:
+        data["failures"] = fail.num_rows
+        c = Counter(zip(fail.column("stage").to_pylist(), fail.column("error_type").to_pylist(), strict=True))
+        data["failures_by_type"] = [{"stage": st, "error_type": et, "count": n} for (st, et), n in c.most_common()]
+        keep = ("doc_id", "source_path", "stage", "error_type", "message")
+        data["failure_samples"] = [{k: r[k] for k in keep} for r in fail.slice(0, rows).to_pylist()]
+    if res is not None and res.num_rows:
+        data["results"] = res.num_rows
+        skip = {"raw_json", "warnings", "run_key", "run_id", "extracted_at", "schema_name", "model"}
+        data["rows"] = [{k: v for k, v in r.items() if k not in skip} for r in res.slice(0, rows).to_pylist()]
+    if last is not None:
+        data["last_run"] = {k: last.get(k) for k in ("run_id", "status", "exit_code", "throughput")}
+    data["skipped_parts"] = [{"location": str(s.location), "reason": s.reason} for s in skipped]
+    return json.loads(json.dumps(data, default=str)), skipped
+
+
+@command(app)
+def inspect(
+    out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) of a run.")],
+    rows: Annotated[int, typer.Option(help="Sample rows to show.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts, failure reasons and a few rows of a run's output."""
+    data, skipped = _inspect_data(out, rows)
+    if as_json:
+        print_json(data)
+        return
+    typer.echo(f"results: {data['results']} rows; failures: {data['failures']} rows")
+    for f in data["failures_by_type"]:
+        typer.echo(f"  {f['stage']:10s} {f['error_type']:18s} {f['count']}")
+    for r in data["failure_samples"]:
+        typer.echo(f"  - {r['source_path']}: [{r['error_type']}] {(r.get('message') or '')[:160]}")
+    for r in data["rows"]:
+        typer.echo("  " + json.dumps(r, default=str, ensure_ascii=False)[:400])
+    if "last_run" in data:
+        m = data["last_run"]
         typer.echo(f"last run {m.get('run_id')}: status {m.get('status')}, throughput {m.get('throughput')}")
     for s in skipped:
         err(f"warning: {s.location} skipped: {s.reason}", err=True)
 
 
-@app.command("status")
+@command(app, "status")
 def status_cmd(
     out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) of a run.")],
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Inputs (default: those of the last run).")] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(help="Inputs (default: those of the last run).")] = None,
     config: ConfigOpt = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Done, failed (by type) and pending documents under the current run key."""
     from pipeline.status import status
 
-    cfg = _config(config) if config else None
+    if sets and not config:
+        _fail("status takes --set only with -c FILE (without -c it uses the config stored in run.json)")
+    cfg = _config(config, sets) if config else None
     try:
         st = status(out, inputs or None, cfg)
-    except CouldNotStart as e:
-        _fail(str(e))
+    except (CouldNotStart, ValueError, ImportError, SyntaxError) as e:
+        # ValueError: a schema that cannot be imported (SchemaNotFound), a damaged run.json
+        _fail(f"status of {out}: {e}")
+        return
+    if as_json:
+        print_json(dataclasses.asdict(st))
         return
     failed = sum(st.failed_by_type.values())
+    by_type = ", ".join(f"{k}={v}" for k, v in sorted(st.failed_by_type.items()))
     typer.echo(f"run key {st.run_key}")
     typer.echo(f"done:    {st.done}")
-    by_type = ", ".join(f"{k}={v}" for k, v in sorted(st.failed_by_type.items()))
     typer.echo(f"failed:  {failed}" + (f" ({by_type})" if failed else ""))
     typer.echo(f"pending: {st.pending if st.pending is not None else 'unknown (inputs not found)'}")
     if st.other_keys:
@@ -303,7 +381,7 @@ def status_cmd(
         err(f"warning: {s.location} skipped: {s.reason}", err=True)
 
 
-@app.command()
+@command(app)
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the documents and their ground truth.")],
     count: Annotated[int, typer.Option(help="Number of documents.")] = 100,
@@ -334,12 +412,15 @@ def synth(
     typer.echo("  " + ", ".join(f"{k}={v}" for k, v in sorted(by.items())))
 
 
-@app.command("eval")
+@command(app, "eval")
 def eval_cmd(
-    truth: Annotated[Path, typer.Option("--truth", "-t", help="Documents with <name>.truth.json, truth.jsonl, or SROIE-style JSON.")],
+    truth: Annotated[
+        Path, typer.Option("--truth", "-t", help="Documents with <name>.truth.json, truth.jsonl, or SROIE-style JSON.")
+    ],
     results: Annotated[Path, typer.Option("--results", "-r", help="Output directory of a run.")],
     schema: SchemaOpt = None,
-    report: Annotated[Optional[Path], typer.Option(help="Also write the report (.json or .parquet).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the report (.json or .parquet).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Field-level precision/recall/F1 against ground truth; failures count as misses."""
     from pipeline.evaluate import EvalError, evaluate, format_table, write_report
@@ -349,13 +430,19 @@ def eval_cmd(
     except EvalError as e:
         _fail(str(e))
         return
-    typer.echo(format_table(rep))
     if report is not None:
-        write_report(rep, report)
-        typer.echo(f"report written to {report}")
+        try:
+            write_report(rep, report)
+        except (ValueError, OSError) as e:  # a format it cannot write (.csv), a directory it cannot create
+            _fail(f"cannot write the report: {e}")
+        log.info("report written to %s", report)
+    if as_json:
+        print_json(rep.to_dict())
+    else:
+        typer.echo(format_table(rep))
 
 
-@app.command("make-tiny-model")
+@command(app, "make-tiny-model")
 def make_tiny_model(
     out: Annotated[Path, typer.Argument(help="Directory for the checkpoint.")],
     seed: Annotated[int, typer.Option()] = 0,
@@ -365,6 +452,25 @@ def make_tiny_model(
 
     path = build_tiny_qwen25vl(out, seed=seed, overwrite=True)
     typer.echo(str(path))
+
+
+@command(config_app, "show")
+def config_show(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the effective config (defaults < -c FILE < DOCEXTRACT_* variables < --set), as TOML with
+    where each value not left at its default came from, or as JSON (--json)."""
+    try:
+        cfg, sources = resolve_config(config, sets=sets or (), environ=os.environ)
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        print_json({"config": cfg.model_dump(mode="json", by_alias=True), "sources": sources})
+    else:
+        typer.echo(config_toml(cfg, sources), nl=False)
 
 
 def main() -> None:
