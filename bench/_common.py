@@ -249,7 +249,7 @@ class RssSampler:
             self.sample()
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -296,7 +296,7 @@ class TreeCpu:
             self._sample()
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "TreeCpu":
+    def __enter__(self) -> TreeCpu:
         import psutil
 
         self._base: dict[int, float] = {}

@@ -127,7 +127,7 @@ def main() -> None:
             fresh()
             fn()
         print(f"  round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
-    del reqs
+    reqs = []  # the pages can go (the closures above have run)
     assert summary is not None
 
     label = {"ours": "ours: run_job (rasterizing included)", "loop": "newcomer loop: rasterize + llm.chat per doc",

@@ -6,9 +6,11 @@
 import io
 import time
 
-from pipeline.discover import discover
-from pipeline.rasterize import rasterize, RasterSettings
 from PIL import Image
+
+from pipeline.discover import discover
+from pipeline.rasterize import RasterSettings, rasterize
+
 
 def main() -> None:
     docs = discover(["data/samples/invoices", "data/samples/receipts"]).documents
@@ -16,7 +18,7 @@ def main() -> None:
     for d in docs:
         try:
             pages += [p.image for p in rasterize(d, RasterSettings()).pages]
-        except Exception as e:
+        except Exception:
             pass
     print(len(pages), "pages", pages[0].size, flush=True)
     def enc(fmt, **kw):

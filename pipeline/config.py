@@ -68,7 +68,7 @@ class RasterizeConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _order(self) -> "RasterizeConfig":
+    def _order(self) -> RasterizeConfig:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
         return self

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import InputError
 from pipeline import fs
+from pipeline.errors import InputError
 from pipeline.input_lists import MANIFEST_SUFFIXES, read_manifest
 from pipeline.records import DocKind, Document, ErrorType, Failure, Stage
 from pipeline.sniff import HEAD_BYTES, sniff

@@ -237,7 +237,7 @@ def list_files(prefix: Location, recursive: bool = True, pattern: str | None = N
         root = Path(prefix)
         if not root.is_dir():
             return []
-        found = [p for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file()]
+        found = [str(p) for p in (root.rglob("*") if recursive else root.iterdir()) if p.is_file()]
     if pattern is not None:
         found = [f for f in found if fnmatch.fnmatchcase(basename(f), pattern)]
     return sorted(found, key=str)
@@ -255,19 +255,19 @@ def write_bytes_atomic(location: Location, data: bytes, tmp_dir: Path | None = N
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    local = Path(location)
+    local.parent.mkdir(parents=True, exist_ok=True)
     if tmp_dir is None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.tmp")
     else:
         tmp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{path.parent.name}-{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp = tmp_dir / f"{local.parent.name}-{local.name}.{uuid.uuid4().hex[:8]}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    os.replace(tmp, local)
+    fsync_dir(local.parent)
 
 
 def move(src: Location, dst: Location) -> None:

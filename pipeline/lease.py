@@ -60,7 +60,7 @@ class Lease:
             "run_id": self.run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "heartbeat_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "heartbeat_at": dt.datetime.now(dt.UTC).isoformat(),
             "ttl_s": self.ttl_s,
         }
 
@@ -81,7 +81,7 @@ class Lease:
             beat = dt.datetime.fromisoformat(lease["heartbeat_at"])
         except (KeyError, TypeError, ValueError):
             return float("inf")
-        return (dt.datetime.now(dt.timezone.utc) - beat).total_seconds()
+        return (dt.datetime.now(dt.UTC) - beat).total_seconds()
 
     def _held_by_other(self, lease: dict[str, Any] | None) -> str | None:
         if lease is None or lease.get("run_id") == self.run_id:
@@ -96,7 +96,7 @@ class Lease:
             f"{self.location}"
         )
 
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         """Take the lease or raise ``LeaseHeld``; then keep it fresh until ``release``."""
         held = self._held_by_other(self._read())
         if held:

@@ -173,7 +173,7 @@ class Request:
 
     @property
     def images(self) -> list[Image.Image]:
-        out = []
+        out: list[Image.Image] = []
         for m in self.messages:
             content = m.get("content")
             if isinstance(content, list):

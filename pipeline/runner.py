@@ -224,7 +224,7 @@ class Runner:
 @contextlib.contextmanager
 def stop_on_signals(runner: Runner, enabled: bool = True) -> Iterator[None]:
     """SIGINT/SIGTERM finish the batch in flight, commit it and return (exit code 4)."""
-    installed: dict[int, Any] = {}
+    installed: dict[signal.Signals, Any] = {}
     if enabled and threading.current_thread() is threading.main_thread():
 
         def handler(signum: int, frame: Any) -> None:

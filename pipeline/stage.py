@@ -29,12 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.errors import RasterError, StageError
+from pipeline import fs
 from pipeline.discover import Discovered, discover
+from pipeline.errors import RasterError, StageError
+from pipeline.fs import write_bytes_atomic
 from pipeline.rasterize import RasterSettings, image_tokens
 from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
-from pipeline import fs
-from pipeline.fs import write_bytes_atomic
 from pipeline.store import parquet_bytes
 from pipeline.workers import default_memory_limit, rasterize_stream
 

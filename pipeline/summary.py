@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +42,7 @@ class RunStats:
     output_tokens: int = 0
     failed_by_type: Counter[str] = field(default_factory=Counter)
     failed_by_stage: Counter[str] = field(default_factory=Counter)
-    timings: Counter[str] = field(default_factory=Counter)
+    timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @property
     def processed(self) -> int:

@@ -29,7 +29,7 @@ def describe_validation_error(e: ValidationError) -> tuple[ErrorType, list[str]]
             msgs.extend(str(err.get("ctx", {}).get("detail", err["msg"])).split("; "))
         return ErrorType.RULE_VIOLATION, msgs
     shape = [err for err in errors if err["type"] != RULE_ERROR]
-    return ErrorType.SCHEMA_MISMATCH, [f"{_loc(err)}: {err['msg']}" for err in shape]
+    return ErrorType.SCHEMA_MISMATCH, [f"{_loc(dict(err))}: {err['msg']}" for err in shape]
 
 
 def validate_generation(gen: Generation, model: type[BaseModel]) -> Extraction | Failure:

@@ -101,7 +101,7 @@ class PageBlock:
         self.mm: mmap.mmap | None = None
 
     @staticmethod
-    def create(resting: int = BLOCK_BYTES) -> "PageBlock | None":
+    def create(resting: int = BLOCK_BYTES) -> PageBlock | None:
         if not hasattr(os, "memfd_create"):
             return None
         fd = -1
@@ -151,7 +151,7 @@ class PageBlock:
         refs = [p for p in out.pages if isinstance(p.image, _InBlock)]
         if not refs:
             return
-        end = max(r.image.offset + r.image.size[0] * r.image.size[1] * 3 for r in refs)  # type: ignore[union-attr]
+        end = max(r.image.offset + r.image.size[0] * r.image.size[1] * 3 for r in refs)  # type: ignore[union-attr,attr-defined]
         view = memoryview(self._map(end))
         try:
             for p in refs:
@@ -251,7 +251,8 @@ class _Worker:
         self.next_slot = 0
         self.started = 0.0  # when the oldest in-flight document started
         shared = block_bytes if self.blocks is not None else None
-        self.proc = ctx.Process(target=_worker_main, args=(child, settings, memory_limit, func, shared), daemon=True)
+        self.proc = ctx.Process(target=  # type: ignore[attr-defined]
+            _worker_main, args=(child, settings, memory_limit, func, shared), daemon=True)
         try:
             self.proc.start()
             child.close()
@@ -280,8 +281,9 @@ class _Worker:
                 break
         self.proc.join(timeout=1)
         code = self.proc.exitcode
+        how = f"exited with code {code}" if code is not None else "did not answer"
         raise CouldNotStart(
-            f"the rasterizing worker processes cannot start: one {'exited with code ' + str(code) if code is not None else 'did not answer'} "
+            f"the rasterizing worker processes cannot start: one {how} "
             f"before taking a document; {UNGUARDED_MAIN_HINT}; otherwise run with rasterize.workers = 1 to see the error"
         )
 
@@ -452,7 +454,8 @@ class RasterPool:
                 continue
             deadline = min(w.started + self.timeout_s for w in busy)
             waitables: list[object] = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
-            wait(waitables, timeout=max(0.0, deadline - time.monotonic()))
+            wait(waitables, timeout=  # type: ignore[arg-type]
+                 max(0.0, deadline - time.monotonic()))
             # Decide everything from the state now, then hand the outcomes over: the consumer may hold
             # this generator for a long time at each yield (a full queue while the engine works), and
             # no worker may be judged on what was true before that.

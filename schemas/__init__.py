@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from pipeline.errors import PluginError, SchemaNotFound
-
 from schemas.base import DocumentModel, business_rule
 from schemas.invoice import Invoice
 from schemas.receipt import Receipt

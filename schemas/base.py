@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, Callable, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
@@ -70,12 +71,12 @@ class DocumentModel(BaseModel):
         cached = cls.__dict__.get("_rules_cache")
         if cached is not None:
             return cached
-        rules = []
+        rules: list[tuple[str, Callable[[Any], str | None]]] = []
         for attr in dir(cls):
             fn = getattr(cls, attr, None)
             name = getattr(fn, "__business_rule__", None)
             if name:
-                rules.append((name, fn))
+                rules.append((name, fn))  # type: ignore[arg-type]
         rules.sort(key=lambda r: r[0])
         type.__setattr__(cls, "_rules_cache", rules)
         return rules
@@ -90,7 +91,7 @@ class DocumentModel(BaseModel):
         return out
 
     @model_validator(mode="after")
-    def _check_business_rules(self) -> "DocumentModel":
+    def _check_business_rules(self) -> DocumentModel:
         violations = self.rule_violations()
         if violations:
             name, msg = violations[0]

@@ -44,7 +44,7 @@ def build_corpus(d: Path) -> dict[str, str | None]:
     )
     exp["zero_pages.pdf"] = "no_pages"
     doc = pymupdf.open()
-    for i in range(3000):
+    for _i in range(3000):
         doc.new_page(width=300, height=400)
     doc.save(d / "thousands.pdf")
     exp["thousands.pdf"] = None  # first max_pages kept, warning

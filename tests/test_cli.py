@@ -72,7 +72,7 @@ def test_run_json_summary_is_all_of_stdout_and_every_log_line_is_json(json_run):
     summary = json.loads(r.stdout)  # the whole of stdout is one JSON document
     assert (summary["inputs"], summary["succeeded"], summary["failed"]) == (4, 3, 1)
     assert summary["failures_by_type"] == {"unsupported_type": 1}
-    assert summary["out_dir"] == str(out) and summary["exit_code"] == 0 and summary["failure_rate"] == 0.25
+    assert summary["out_dir"] == str(out) and summary["exit_code"] == 0 and summary["failure_rate"] == 0.0 and summary["rejected"] == 1  # the bad file is an input reject
     records = [json.loads(line) for line in r.stderr.splitlines()]
     assert records and all(set(rec) >= {"ts", "level", "logger", "message"} for rec in records)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rec["ts"]) for rec in records)

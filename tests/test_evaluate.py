@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
+from pipeline.columns import FAILURES_SCHEMA, model_row, results_schema
 from pipeline.evaluate import (
     EvalError,
     EvalReport,
@@ -34,7 +35,6 @@ from pipeline.evaluate import (
     report_format,
     write_report,
 )
-from pipeline.columns import FAILURES_SCHEMA, model_row, results_schema
 from schemas import Invoice, Receipt
 from tests.conftest import invoice_truth
 

@@ -14,10 +14,9 @@ import pytest
 
 from pipeline.discover import discover
 from pipeline.engines.resilient import ResilientEngine
-from pipeline.errors import EngineDead, EngineUnavailable
+from pipeline.errors import CouldNotStart, EngineDead, EngineUnavailable
 from pipeline.rasterize import RasterError, RasterSettings
 from pipeline.records import ErrorType
-from pipeline.errors import CouldNotStart
 from pipeline.runner import EXIT_ENGINE_DIED, EXIT_INTERRUPTED, run_job
 from pipeline.status import status
 from pipeline.workers import rasterize_stream

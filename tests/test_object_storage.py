@@ -5,8 +5,8 @@ an independent pyarrow client and queried with DuckDB (over Arrow: httpfs is not
 from __future__ import annotations
 
 import json
-import time
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,7 @@ def test_a_second_run_on_the_same_bucket_output_does_not_start(s3_server, tmp_pa
     lease_key = out.removeprefix("s3://") + "/_state/lease.json"
 
     def put_lease(age_s):
-        beat = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age_s)).isoformat()
+        beat = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)).isoformat()
         body = {"run_id": "20261126T000000000000Z-other", "host": "nightly-1", "pid": 4242, "heartbeat_at": beat}
         with s3_server.fs.open_output_stream(lease_key) as f:
             f.write(json.dumps(body).encode())

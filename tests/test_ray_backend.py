@@ -15,8 +15,8 @@ import pytest
 from pipeline.backends.ray_backend import ray_backend
 from pipeline.errors import CouldNotStart
 from pipeline.runner import run_job
-from tests.raster_faults import faulty
 from tests.conftest import invoice_truth, small_config, write_image, write_pdf, write_tiff
+from tests.raster_faults import faulty
 
 pytestmark = pytest.mark.slow
 

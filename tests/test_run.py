@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.records import ErrorType, Generation
+from pipeline.records import Generation
 from pipeline.runner import EXIT_COULD_NOT_START, EXIT_TOO_MANY_FAILURES, CouldNotStart, run_job
 from tests.conftest import REPO, small_config, write_pdf
 from tests.scripted_engine import ScriptedEngine, truth_answers
@@ -228,9 +228,9 @@ def test_cli_errors_are_clear(tmp_path):
 def test_stage_pages_round_trip_losslessly(tmp_path):
     import pyarrow.parquet as pq
 
+    from pipeline.discover import discover
     from pipeline.rasterize import RasterSettings, rasterize
     from pipeline.stage import decode_image, write_stage
-    from pipeline.discover import discover
 
     d = tmp_path / "in"
     d.mkdir()
@@ -276,8 +276,8 @@ def test_engine_that_will_not_load_writes_nothing(corpus, tmp_path):
 def test_page_queue_bounds_pages_and_documents_but_never_blocks_an_empty_queue():
     import queue as _q
 
-    from pipeline.records import RasterizedDoc
     from pipeline.feed import PageQueue as _PageQueue
+    from pipeline.records import RasterizedDoc
 
     def item(n):
         return ("doc", RasterizedDoc(document=None, pages=[None] * n, total_pages=n))  # type: ignore[arg-type]

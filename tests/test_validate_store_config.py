@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, Field
 
-from pipeline.config import ConfigError, load_config
-from pipeline.prompts import build_request, field_lines, json_schema_for, reask_request
-from pipeline.records import ErrorType, Extraction, Failure, Generation, Page, Sampling, Stage
 from pipeline.columns import FAILURES_SCHEMA, model_row, results_schema
+from pipeline.config import ConfigError, load_config
 from pipeline.errors import SchemaMappingError
+from pipeline.prompts import build_request, json_schema_for, reask_request
+from pipeline.records import ErrorType, Extraction, Failure, Generation, Page, Sampling, Stage
 from pipeline.store import PartWriter, finished_docs
 from pipeline.validate import validate_generation
 from schemas import Invoice, Receipt, resolve
@@ -118,7 +118,7 @@ def test_parts_are_atomic_and_duckdb_reads_typed_values(tmp_path):
     schema = results_schema(Invoice)
     inv = Invoice.model_validate(invoice_truth())
     row = model_row(inv, schema)
-    row.update(doc_id="d1", run_key="k", extracted_at=dt.datetime.now(dt.timezone.utc), warnings=[])
+    row.update(doc_id="d1", run_key="k", extracted_at=dt.datetime.now(dt.UTC), warnings=[])
     fail = {"doc_id": "d2", "stage": "rasterize", "error_type": "corrupt", "run_key": "k", "errors": ["x"]}
     w = PartWriter(tmp_path, "run1", schema)
     paths = w.commit([row], [fail])
@@ -195,7 +195,7 @@ def test_nested_structs_mixing_converted_and_plain_fields_keep_every_value(tmp_p
     doc = Doc.model_validate({"first": line, "lines": [line, other], "ratio": 0.5})
     schema = results_schema(Doc)
     row = model_row(doc, schema)
-    row.update(doc_id="d1", run_key="k", extracted_at=dt.datetime.now(dt.timezone.utc), warnings=[])
+    row.update(doc_id="d1", run_key="k", extracted_at=dt.datetime.now(dt.UTC), warnings=[])
     PartWriter(tmp_path, "run1", schema).commit([row], [])
     got = duckdb.sql(
         f"SELECT first.qty, first.desc, first.amount, first.count, first.ok, first.when, first.kind, first.at, "

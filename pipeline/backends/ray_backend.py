@@ -43,7 +43,15 @@ from pipeline.errors import CouldNotStart, EngineDead, EngineLoadError, RasterEr
 from pipeline.rasterize import RasterSettings
 from pipeline.records import Document, Generation, RasterizedDoc, Request
 from pipeline.sources import LocalSource
-from pipeline.workers import Outcome, RasterFunc, RasterPool, decode_outcome, default_memory_limit, encode_outcome, rasterize_one
+from pipeline.workers import (
+    Outcome,
+    RasterFunc,
+    RasterPool,
+    decode_outcome,
+    default_memory_limit,
+    encode_outcome,
+    rasterize_one,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +151,7 @@ def ray_raster_items(
     items = [{"doc": pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL)} for d in docs]
     blocks = max(1, math.ceil(len(items) / docs_per_task))
     ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-        _rasterize_batch,
+        _rasterize_batch,  # type: ignore[arg-type]
         batch_size=docs_per_task,
         batch_format="numpy",
         fn_kwargs={"settings": settings, "timeout_s": timeout_s, "memory_limit": memory_limit, "func": func},
@@ -295,7 +303,7 @@ class RayEngine(EngineBase):
         requests = list(requests)
         if not requests or not self.actors:
             return
-        for actor, chunk in zip(self.actors, self._chunks(requests)):
+        for actor, chunk in zip(self.actors, self._chunks(requests), strict=False):  # fewer chunks than actors
             ref = ray.put(chunk)
             with self._lock:
                 self._chunk_refs[tuple(r.uid for r in chunk)] = ref
@@ -319,7 +327,7 @@ class RayEngine(EngineBase):
             return []
         self.start()
         refs = []
-        for actor, chunk in zip(self.actors, self._chunks(requests)):
+        for actor, chunk in zip(self.actors, self._chunks(requests), strict=False):  # fewer chunks than actors
             with self._lock:
                 ref = self._chunk_refs.pop(tuple(r.uid for r in chunk), None)
             if ref is not None:

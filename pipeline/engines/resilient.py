@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pipeline.errors import EngineDead, EngineUnavailable
 from pipeline.engines.base import Engine, EngineBase, as_engine_base
+from pipeline.errors import EngineDead, EngineUnavailable
 from pipeline.records import ErrorType, Generation, Request
 
 log = logging.getLogger(__name__)
