@@ -116,7 +116,8 @@ def _progress_printer(enabled: bool):  # type: ignore[no-untyped-def]
 
 def summary_dict(s: RunSummary) -> dict[str, Any]:
     """The run summary as plain JSON-able data (paths as strings), with the failure rate."""
-    return {**json.loads(json.dumps(dataclasses.asdict(s), default=str)), "failure_rate": s.failure_rate, "reject_rate": s.reject_rate}
+    data = json.loads(json.dumps(dataclasses.asdict(s), default=str))
+    return {**data, "failure_rate": s.failure_rate, "reject_rate": s.reject_rate}
 
 
 def _print_summary(s: RunSummary, as_json: bool = False) -> None:
