@@ -19,14 +19,14 @@ image to a 28-px grid between its min and max pixels; one token per 28x28 cell).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from PIL import Image
 
-from pipeline.config import PATCH
+from pipeline.defaults import PATCH
 from pipeline.prompts import with_pages
+from pipeline.rasterize import image_grid
 from pipeline.records import Request
 
 #: The lowest per-page budget the fit goes to unless ``rasterize.min_pixels`` is higher.
@@ -54,25 +54,6 @@ class Fit:
     pages_used: int | None = None  # pages kept when trailing pages were dropped; None = all
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
-
-
-def image_grid(width: int, height: int, min_pixels: int, max_pixels: int, factor: int = PATCH) -> tuple[int, int]:
-    """(width, height) the Qwen2-VL image processor resizes an image to (transformers' ``smart_resize``):
-    multiples of ``factor``, pixel count within [min, max], aspect kept.  Raises ``ValueError`` for an
-    aspect ratio over 200, as the processor does."""
-    if min(width, height) <= 0 or max(width, height) / min(width, height) > 200:
-        raise ValueError(f"image of {width}x{height} px: absolute aspect ratio must be smaller than 200")
-    h = round(height / factor) * factor
-    w = round(width / factor) * factor
-    if h * w > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return w, h
 
 
 def qwen_vl_image_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:

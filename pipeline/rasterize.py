@@ -72,8 +72,18 @@ def fit_to_grid(width: float, height: float, min_pixels: int, max_pixels: int, f
             ErrorType.TOO_LARGE,
             f"page aspect ratio {aspect:.0f}:1 ({width:.0f}x{height:.0f}) exceeds the model's limit of {MAX_ASPECT}:1",
         )
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
+    w, h = image_grid(max(width, factor), max(height, factor), min_pixels, max_pixels, factor)
+    return int(w), int(h)
+
+
+def image_grid(width: float, height: float, min_pixels: int, max_pixels: int, factor: int = PATCH) -> tuple[int, int]:
+    """(width, height) the Qwen2-VL image processor resizes an image to (transformers' ``smart_resize``):
+    multiples of ``factor``, pixel count within [min, max], aspect kept.  Raises ``ValueError`` for an
+    aspect ratio over 200, as the processor does."""
+    if min(width, height) <= 0 or max(width, height) / min(width, height) > 200:
+        raise ValueError(f"image of {width}x{height} px: absolute aspect ratio must be smaller than 200")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
     if h * w > max_pixels:
         beta = math.sqrt((height * width) / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)
@@ -82,7 +92,7 @@ def fit_to_grid(width: float, height: float, min_pixels: int, max_pixels: int, f
         beta = math.sqrt(min_pixels / (height * width))
         h = math.ceil(height * beta / factor) * factor
         w = math.ceil(width * beta / factor) * factor
-    return int(w), int(h)
+    return w, h
 
 
 def image_tokens(width: int, height: int) -> int:

@@ -48,8 +48,7 @@ def local_backend(
         except EngineLoadError as e:
             raise CouldNotStart(str(e)) from e
 
-    return Backend("local", source, load, engine_factory or (lambda: load_engine(config.engine_config())),
-                   config.engine.name)
+    return Backend("local", source, load, engine_factory or load, config.engine.name)
 
 
 def open_backend(
