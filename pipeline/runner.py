@@ -216,7 +216,8 @@ class Runner:
     def close(self) -> None:
         self.output.close()
         if self._engine is not None:
-            self._engine.close()  # the current engine, a rebuilt one included
+            if self.backend.owns_engine or self._engine.restarts:
+                self._engine.close()  # ours, or a rebuilt one (the caller's original was closed at the rebuild)
             self._engine = None
         self.backend.close()
 

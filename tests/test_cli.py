@@ -208,7 +208,7 @@ def test_a_cpu_smoke_run_with_real_vllm_keeps_stdout_empty(tmp_path):
     cfg = _toml(
         tmp_path,
         "[rasterize]\ndpi = 72\nmax_pixels = 12544\nworkers = 1\n"
-        '[engine]\nprofile = "cpu"\ndtype = "float32"\nmax_model_len = 4096\n[sampling]\nmax_tokens = 16\n',
+        '[engine]\nprofile = "cpu"\ndtype = "float32"\nmax_model_len = 4096\n[sampling]\nmax_tokens = 16\n[run]\nmax_failure_rate = 1.0\n',
     )
     env = {"VLLM_CONFIGURE_LOGGING": None, "VLLM_LOGGING_STREAM": None, "VLLM_LOGGING_LEVEL": None}
     r = run_cli("run", tmp_path / "in", "--out", tmp_path / "o", "-c", cfg, "--model", model, env=env, timeout=900)

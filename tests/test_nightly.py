@@ -241,7 +241,6 @@ def test_a_file_that_changes_after_discovery_is_changed_and_retryable(tmp_path):
 
 
 def test_changed_file_rows_then_a_restore_and_retry_failed(tmp_path):
-    from pipeline.runner import Runner
     from tests.raster_faults import faulty
 
     d = tmp_path / "in"
@@ -252,11 +251,17 @@ def test_changed_file_rows_then_a_restore_and_retry_failed(tmp_path):
     before = {os.path.basename(x.path): x.doc_id for x in discover([str(d)]).documents}
     out = tmp_path / "out"
     cfg = small_config()
-    runner = Runner(cfg, out, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
-    try:
-        s = runner.run([str(d)], items_factory=lambda docs: rasterize_stream(docs, runner.raster, 1, func=faulty))
-    finally:
-        runner.close()
+    from pipeline.backends import local_backend
+    from pipeline.feed import RasterFeed
+    from pipeline.sources import LocalSource
+
+    class FaultySource(LocalSource):  # this machine's source, with the fault corpus's rasterize function
+        def rasterize(self, docs):
+            return RasterFeed(lambda: rasterize_stream(docs, self.settings, 1, func=faulty), 8, 64)
+
+    backend = local_backend(cfg, out, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
+    backend.source = FaultySource(cfg, out)
+    s = run_job([str(d)], out, cfg, backend=backend)
     assert (s.succeeded, s.failed, s.failures_by_type) == (1, 2, {"changed": 2})
     rows = q(f"SELECT source_path, doc_id, error_type, retryable FROM '{out}/failures/*.parquet' ORDER BY 1")
     assert [(os.path.basename(p), i, e, r) for p, i, e, r in rows] == [

@@ -94,8 +94,10 @@ def test_truncation_reask_and_engine_errors(tmp_path):
         return "{not json"
 
     out = tmp_path / "out"
-    s = run_job([str(d)], out, small_config(**{"run.max_attempts": 2}), engine=ScriptedEngine(callback=answer))
-    assert calls == {"trunc": 1, "fixme": 2, "boom": 2}  # truncation is not re-asked; invalid answers are
+    cfg = small_config(**{"run.max_attempts": 2, "run.max_failure_rate": 1.0})  # 2 of 3 fail on purpose
+    s = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=answer))
+    # issue 16: a truncated answer is now asked again once (at run.truncated_temperature); it was not before
+    assert calls == {"trunc": 2, "fixme": 2, "boom": 2}
     res = q(f"SELECT attempts, raw_json FROM '{out}/results/*.parquet'")
     assert res == [(2, good)]
     fails = {

@@ -28,6 +28,7 @@ class Backend:
     rebuild_engine: Callable[[], Engine] | None  # a replacement for an engine that died, if this backend makes one
     engine_name: str
     close: Callable[[], None] = field(default=lambda: None)
+    owns_engine: bool = True  # False: the caller's engine object (or closed by ``close``), left open by the run
 
 
 def local_backend(
@@ -40,7 +41,7 @@ def local_backend(
     source: Source = StageSource(config, stage_dir) if stage_dir is not None else LocalSource(config, out_dir)
     if engine is not None:  # the caller's engine; rebuilt only with the caller's factory
         given = as_engine_base(engine)
-        return Backend("local", source, lambda: given, engine_factory, given.name)
+        return Backend("local", source, lambda: given, engine_factory, given.name, owns_engine=False)
 
     def load() -> EngineBase:
         try:

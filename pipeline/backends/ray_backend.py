@@ -421,4 +421,4 @@ def ray_backend(
 
     source = RaySource(config, out_dir, env, raster_func)
     # no rebuild here: Ray restarts a dead actor itself (``run.engine_restarts``)
-    return Backend("ray", source, load, None, engine.name, close)
+    return Backend("ray", source, load, None, engine.name, close, owns_engine=False)  # close() ends the actors
