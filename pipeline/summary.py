@@ -20,6 +20,16 @@ EXIT_ENGINE_DIED = 5
 EXIT_OUTPUT_FAILED = 6
 
 
+def failure_rate(processed: int, failed: int, rejected: int) -> float:
+    """Processing failures over the documents that were not rejected as inputs."""
+    accepted = processed - rejected
+    return (failed - rejected) / accepted if accepted else 0.0
+
+
+def reject_rate(processed: int, rejected: int) -> float:
+    return rejected / processed if processed else 0.0
+
+
 @dataclass
 class Progress:
     total: int = 0  # documents to process in this run
@@ -50,9 +60,7 @@ class RunStats:
 
     @property
     def failure_rate(self) -> float:
-        """Processing failures over the documents that were not rejected as inputs."""
-        accepted = self.processed - self.rejected
-        return (self.failed - self.rejected) / accepted if accepted else 0.0
+        return failure_rate(self.processed, self.failed, self.rejected)
 
     def committed(self, results: int, failures: list[dict[str, Any]]) -> None:
         self.succeeded += results
@@ -96,13 +104,11 @@ class RunSummary:
 
     @property
     def failure_rate(self) -> float:
-        """Processing failures over the documents that were not rejected as inputs."""
-        accepted = self.processed - self.rejected
-        return (self.failed - self.rejected) / accepted if accepted else 0.0
+        return failure_rate(self.processed, self.failed, self.rejected)
 
     @property
     def reject_rate(self) -> float:
-        return self.rejected / self.processed if self.processed else 0.0
+        return reject_rate(self.processed, self.rejected)
 
     def take(self, stats: RunStats) -> None:
         """Copy the run's figures in."""
