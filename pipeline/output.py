@@ -32,25 +32,22 @@ from pipeline.store import (
     results_part_schema,
 )
 
+log = logging.getLogger(__name__)
+
 
 class Finished:
-    """What an output already holds under one run key, and what a run should skip."""
+    """What an output already holds under one run key (nothing, under ``--force``), and what a run
+    should skip."""
 
-    def __init__(self, done: set[str], failed: dict[str, str], force: bool, retry_failed: bool):
-        self.done, self.failed = done, failed
-        self.force, self.retry_failed = force, retry_failed
+    def __init__(self, done: set[str], failed: dict[str, str], retry_failed: bool):
+        self.done, self.failed, self.retry_failed = done, failed, retry_failed
 
     def skip(self, doc_id: str) -> bool:
-        if self.force:
-            return False
         if doc_id in self.done:
             return True
         if doc_id in self.failed:
             return not (self.retry_failed and ErrorType(self.failed[doc_id]).retryable)
         return False
-
-
-log = logging.getLogger(__name__)
 
 
 class Output:
@@ -84,7 +81,7 @@ class Output:
             "its documents are processed again"
             for q in quarantined
         ]
-        return Finished(done, failed, force, retry_failed), warnings
+        return Finished(done, failed, retry_failed), warnings
 
     def lock(self) -> None:
         """One writer per output: a second run on it fails to start instead of racing the first."""
