@@ -114,6 +114,25 @@ class Document:
         return os.fsencode(self.path).decode("utf-8", "replace")
 
 
+class WordSource(str, enum.Enum):
+    TEXT_LAYER = "text_layer"  # a digital PDF page's own text
+    OCR = "ocr"  # recognised on the page image
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A word printed on a page, with its box in fractions (0-1) of the upright page's width and height."""
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    line: int  # words with the same ``line`` on a page were read as one printed line, in reading order
+    source: WordSource
+    conf: float | None = None  # the OCR engine's own score; None for the text layer
+
+
 @dataclass(slots=True)
 class Page:
     doc_id: str
@@ -121,6 +140,7 @@ class Page:
     image: Image.Image  # RGB, sized for the model's patch grid
     source_width: int  # before resizing (pixels at the render DPI, or the image's own size)
     source_height: int
+    words: list[Word] | None = None  # None: words were not asked for; [] : asked for, none found
 
     @property
     def width(self) -> int:
