@@ -42,6 +42,10 @@ from pipeline.summary import Progress, RunSummary
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
 config_app = typer.Typer(no_args_is_help=True, help="The effective job configuration.")
 app.add_typer(config_app, name="config")
+MetricsOpt = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", help="Write the run's figures here (Prometheus text format, *.prom) at the end."),
+]
 err = typer.echo
 log = logging.getLogger("docextract")
 progress_log = logging.getLogger("docextract.progress")
@@ -72,9 +76,11 @@ def _job_overrides(
     profile: str | None,
     batch_size: int | None,
     max_failure_rate: float | None,
+    metrics_file: Path | None = None,
 ) -> dict[str, Any]:
     """CLI flags shared by run and extract, as dotted config keys (None = not given)."""
     return {
+        "run.metrics_file": str(metrics_file) if metrics_file is not None else None,
         "schema": schema,
         "engine.model": model,
         "engine.name": engine,
@@ -194,6 +200,7 @@ def run(
     workers: Annotated[int | None, typer.Option(help="Rasterizing processes (0 = all cores).")] = None,
     max_pages: Annotated[int | None, typer.Option(help="Pages kept per document.")] = None,
     max_failure_rate: Annotated[float | None, typer.Option(help="Exit 3 above this failed fraction.")] = None,
+    metrics_file: MetricsOpt = None,
     backend: Annotated[str | None, typer.Option(help="local | ray")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Attach to this Ray cluster (with --backend ray).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Reprocess documents already done.")] = False,
@@ -205,7 +212,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
-    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate)
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
     cfg = _config(
         config,
         sets,
@@ -259,13 +266,15 @@ def extract(
     profile: ProfileOpt = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     max_failure_rate: Annotated[float | None, typer.Option()] = None,
+    metrics_file: MetricsOpt = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
-    cfg = _config(config, sets, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
+    cfg = _config(config, sets, **overrides)
     _execute([stage], out, cfg, force, retry_failed, stage_dir=stage, as_json=as_json)
 
 
@@ -284,7 +293,7 @@ def schema_cmd(name: Annotated[str, typer.Argument(help="invoice | receipt | mod
 def _inspect_data(out: str, rows: int) -> tuple[dict[str, Any], list[Any]]:
     """Counts, failures by (stage, type), a few failures and rows, the last run: what inspect shows; and
     the parts that were skipped as not ours (damaged, foreign), which are reported, never fatal."""
-    from pipeline.status import read_manifest
+    from pipeline.status import read_manifest, run_status
     from pipeline.store import SkippedPart, read_table
 
     skipped: list[SkippedPart] = []
@@ -314,6 +323,7 @@ def _inspect_data(out: str, rows: int) -> tuple[dict[str, Any], list[Any]]:
         data["rows"] = [{k: v for k, v in r.items() if k not in skip} for r in res.slice(0, rows).to_pylist()]
     if last is not None:
         data["last_run"] = {k: last.get(k) for k in ("run_id", "status", "exit_code", "throughput")}
+        data["last_run"]["status"] = run_status(out, last)  # "abandoned": says running, held by no run
     data["skipped_parts"] = [{"location": str(s.location), "reason": s.reason} for s in skipped]
     return json.loads(json.dumps(data, default=str)), skipped
 
@@ -376,7 +386,10 @@ def status_cmd(
         typer.echo(f"rows under other run keys (older schema/model/settings): {st.other_keys}")
     if st.last_run:
         lr = st.last_run
-        typer.echo(f"last run {lr.get('run_id')}: {lr.get('status')}, exit code {lr.get('exit_code')}, "
+        state = st.last_run_status
+        if state == "abandoned":
+            state = f"abandoned (run.json says running, but no run holds {out}: killed or its machine lost)"
+        typer.echo(f"last run {lr.get('run_id')}: {state}, exit code {lr.get('exit_code')}, "
                    f"updated {lr.get('updated_at')}")
     for s in st.damaged:
         err(f"warning: {s.location} skipped: {s.reason}", err=True)

@@ -202,6 +202,12 @@ class RunConfig(_Section):
         1, ge=0, le=100, description="Times a dead engine is rebuilt before its documents fail."
     )
     progress: bool = True
+    metrics_file: str | None = Field(
+        None,
+        max_length=4096,
+        description="Write the run's figures here in Prometheus' text format at the end of every run (atomically: "
+        "node_exporter's textfile collector; name it *.prom). A local path in an existing directory.",
+    )
 
 
 class RayConfig(_Section):

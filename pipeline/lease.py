@@ -35,6 +35,17 @@ PARTS = ("_state", "lease.json")
 FIRST_CHECK_S = 5.0
 
 
+def live_lease(out_dir: str, ttl_s: float | None = None) -> dict[str, Any] | None:
+    """The lease of the run writing to ``out_dir`` now: None when there is none or its heartbeat is
+    older than its ttl (the run died).  Only reads."""
+    lease = Lease(out_dir, run_id="", ttl_s=ttl_s or 0.0)
+    found = lease._read()
+    if found is None:
+        return None
+    ttl = ttl_s if ttl_s is not None else found.get("ttl_s")
+    if not isinstance(ttl, int | float) or lease._age_s(found) >= ttl:
+        return None
+    return found
 
 
 class Lease:

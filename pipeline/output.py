@@ -35,6 +35,34 @@ from pipeline.store import (
 log = logging.getLogger(__name__)
 
 
+LOCK_FILE = ".docextract.lock"
+
+
+def writer_present(location: str | Path) -> bool:
+    """Whether a run holds the output now (its ``flock`` on a local directory, a live lease on object
+    storage).  Only looks: a shared lock taken and dropped at once, which a running run's exclusive lock
+    refuses."""
+    if fs.is_uri(location):
+        from pipeline.lease import live_lease
+
+        return live_lease(str(location)) is not None
+    import fcntl
+
+    try:
+        fd = os.open(Path(location) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:  # cannot tell (permissions): do not call the run abandoned
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock, if it was taken
+    return False
+
+
 class Finished:
     """What an output already holds under one run key (nothing, under ``--force``), and what a run
     should skip."""
@@ -100,7 +128,7 @@ class Output:
 
         try:
             self.location.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.location / ".docextract.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.location / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:  # a file in the way, a read-only or missing mount, no permission
             raise CouldNotStart(f"cannot write to the output {self.location}: {e.strerror or e}: pass an --out "
                                 "directory this user can create and write") from e
@@ -154,7 +182,7 @@ class Output:
             return
         held = os.fstat(self._lock_fd)
         try:
-            now = os.stat(self.location / ".docextract.lock")
+            now = os.stat(self.location / LOCK_FILE)
         except FileNotFoundError:
             now = None
         if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):

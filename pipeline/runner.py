@@ -19,6 +19,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,12 @@ from pipeline.engines.resilient import ResilientEngine
 from pipeline.errors import CouldNotStart, OutputUnwritable, SchemaMappingError, SchemaNotFound
 from pipeline.extract import Extractor
 from pipeline.manifest import Manifest
+from pipeline.metrics import MetricsFile
 from pipeline.output import Output
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for
 from pipeline.records import Document, Failure, RasterizedDoc, Request, Sampling
 from pipeline.rows import RowBuilder
-from pipeline.store import new_run_id
+from pipeline.store import new_run_id, now_utc
 from pipeline.summary import (
     EXIT_COULD_NOT_START,
     EXIT_ENGINE_DIED,
@@ -47,6 +49,8 @@ from pipeline.summary import (
     EXIT_OK,
     EXIT_OUTPUT_FAILED,
     EXIT_TOO_MANY_FAILURES,
+    EXIT_UNEXPECTED,
+    STATUS,
     Progress,
     RunStats,
     RunSummary,
@@ -74,6 +78,8 @@ class Runner:
     def __init__(self, config: JobConfig, out_dir: str | Path, backend: Backend,
                  on_progress: Callable[[Progress], None] | None = None):
         self.config, self.backend = config, backend
+        self.started_at, self.t_start = now_utc(), time.perf_counter()
+        self.manifest: Manifest | None = None
         try:
             self.model = resolve(config.schema_name)
             self.arrow_schema = results_schema(self.model)
@@ -110,7 +116,7 @@ class Runner:
         summary.skipped = found.total - len(todo) - len(rejects)
         self.progress = Progress(total=len(todo) + len(rejects))
         self.manifest = Manifest(self.out_dir, self.config, self.run_id, self.run_key, inputs, found,
-                                 self.backend.engine_name)
+                                 self.backend.engine_name, self.started_at, self.t_start)
         try:
             if todo and not self._stop.is_set():
                 self._extract(todo, rejects)  # 3-6. rasterize, prompt, infer, validate, write
@@ -122,6 +128,11 @@ class Runner:
         except OutputUnwritable as e:
             log.error("%s; stopping, committed work is kept, the rest stays pending", e)
             summary.output_error = str(e)
+        except CouldNotStart:  # the engine would not load: nothing was written, nor is run.json
+            raise
+        except Exception as e:  # a bug or a custom engine raising: run.json says so instead of "running"
+            self._record_crash(e)
+            raise
         return self._summarize(summary)
 
     def _extract(self, todo: list[Document], rejects: list[tuple[Document, Failure]]) -> None:
@@ -149,7 +160,7 @@ class Runner:
             run = self.config.run
             self._engine = ResilientEngine(engine, factory=self.backend.rebuild_engine, retries=run.engine_retries,
                                            backoff_s=run.engine_backoff_s, max_restarts=run.engine_restarts)
-            if self._engine.settings:
+            if self._engine.settings and self.manifest is not None:
                 self.manifest.base["engine_settings"] = dict(self._engine.settings)
         return self._engine
 
@@ -194,12 +205,14 @@ class Runner:
         self.progress.failed += len(failures)
         self.on_progress(self.progress)
         try:
+            assert self.manifest is not None
             self.manifest.write(self.summary, self.stats, "running")
         except OSError as e:
             self.stop()
             raise OutputUnwritable(f"cannot write run.json in {self.out_dir}: {e}") from e
 
     def _summarize(self, summary: RunSummary) -> RunSummary:
+        assert self.manifest is not None
         summary.interrupted = self._stop.is_set() and self.stats.processed < self.progress.total
         self.stats.timings["wall"] = self.manifest.elapsed()
         summary.take(self.stats)
@@ -211,7 +224,19 @@ class Runner:
             summary.warnings.append(f"run.json not written: {e}")
             if summary.exit_code == EXIT_OK:
                 summary.exit_code, summary.output_error = EXIT_OUTPUT_FAILED, str(e)
+            if self.manifest.last is not None:  # what the metrics file reports
+                self.manifest.last.update(status=summary.status, exit_code=summary.exit_code,
+                                          error=summary.output_error)
         return summary
+
+    def _record_crash(self, e: Exception) -> None:
+        if self.manifest is None:
+            return
+        self.summary.exit_code = EXIT_UNEXPECTED
+        try:
+            self.manifest.write(self.summary, self.stats, STATUS[EXIT_UNEXPECTED], f"{type(e).__name__}: {e}")
+        except OSError as oe:
+            log.error("could not write run.json in %s: %s", self.out_dir, oe)
 
     def close(self) -> None:
         self.output.close()
@@ -259,16 +284,28 @@ def run_job(
     ``engine``: an engine object to use instead of loading ``[engine]`` (``engine_factory`` rebuilds
     it if it dies); ``stage_dir``: read documents and pages from a ``docextract rasterize`` stage
     instead of ``inputs``.  Raises ``CouldNotStart`` (bad config, no inputs, engine would not load;
-    nothing written).  SIGINT/SIGTERM finish the current batch, commit it, and return."""
-    backend = backend or open_backend(config, out_dir, stage_dir, engine, engine_factory)
+    nothing written but the metrics file).  SIGINT/SIGTERM finish the current batch, commit it, and
+    return.  ``config.run.metrics_file``: the run's figures in Prometheus' text format, written at the end
+    of every run, a run that could not start or crashed included (``pipeline.metrics``)."""
+    metrics = MetricsFile.for_run(config.run.metrics_file, out_dir)
+    runner: Runner | None = None
     try:
-        runner = Runner(config, out_dir, backend, on_progress=on_progress)
-    except BaseException:
-        backend.close()
+        backend = backend or open_backend(config, out_dir, stage_dir, engine, engine_factory)
+        try:
+            runner = Runner(config, out_dir, backend, on_progress=on_progress)
+        except BaseException:
+            backend.close()
+            raise
+        try:
+            with stop_on_signals(runner, handle_signals):
+                summary = runner.run([str(stage_dir)] if stage_dir is not None else inputs, force, retry_failed)
+        finally:
+            runner.close()
+    except BaseException as e:
+        if metrics is not None:
+            metrics.write_failed(runner.manifest.last if runner and runner.manifest else None, e, config)
         raise
-    try:
-        with stop_on_signals(runner, handle_signals):
-            return runner.run([str(stage_dir)] if stage_dir is not None else inputs, force, retry_failed)
-    finally:
-        runner.close()
+    if metrics is not None and runner.manifest is not None and runner.manifest.last is not None:
+        metrics.write(runner.manifest.last)
+    return summary
 

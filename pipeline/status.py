@@ -19,7 +19,9 @@ from pipeline import fs
 from pipeline.config import JobConfig
 from pipeline.discover import IdentityCache, discover
 from pipeline.errors import CouldNotStart, InputError, SchemaMappingError, SchemaNotFound
+from pipeline.output import writer_present
 from pipeline.store import SkippedPart, finished_in, read_keys
+from pipeline.summary import ABANDONED, RUNNING
 
 
 @dataclass
@@ -30,6 +32,9 @@ class Status:
     pending: int | None  # None when the inputs are unknown
     other_keys: int  # rows written under another run key (older schema/model/settings)
     last_run: dict[str, Any] | None
+    #: the last run's status: run.json's, except that a "running" run that no longer holds the output
+    #: (no lock, no live lease: killed, or its machine lost) is "abandoned"
+    last_run_status: str | None = None
     damaged: list[SkippedPart] = field(default_factory=list)  # files left out: not parts of ours, unreadable
 
 
@@ -45,6 +50,16 @@ def read_manifest(out_dir: Path | str) -> dict[str, Any] | None:
     if not isinstance(manifest, dict):
         raise CouldNotStart(f"{loc} is not a run manifest (a JSON object)")
     return manifest
+
+
+def run_status(out_dir: Path | str, manifest: dict[str, Any] | None) -> str | None:
+    """The last run's status (``run.json``), ``abandoned`` for a ``running`` run that no run holds any more."""
+    if manifest is None:
+        return None
+    status = manifest.get("status")
+    if status == RUNNING and not writer_present(out_dir):
+        return ABANDONED
+    return status if isinstance(status, str) else None
 
 
 def _run_key(out_dir: Path | str, manifest: dict[str, Any] | None, config: JobConfig | None) -> str:
@@ -91,4 +106,5 @@ def status(out_dir: str | Path, inputs: list[str] | None = None, config: JobConf
             pending = sum(1 for i in ids if i not in done and i not in failed)
         except (InputError, OSError):
             pending = None
-    return Status(key, len(done), dict(Counter(failed.values())), pending, other, manifest, damaged)
+    return Status(key, len(done), dict(Counter(failed.values())), pending, other, manifest,
+                  run_status(out_dir, manifest), damaged)

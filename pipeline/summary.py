@@ -18,6 +18,22 @@ EXIT_TOO_MANY_FAILURES = 3
 EXIT_INTERRUPTED = 4
 EXIT_ENGINE_DIED = 5
 EXIT_OUTPUT_FAILED = 6
+EXIT_UNEXPECTED = 1
+
+#: ``run.json``'s ``status`` once a run has ended: one name per exit code.  While the run goes on the
+#: status is ``running`` (and ``exit_code`` is null); ``docextract status`` calls a ``running`` run that no
+#: longer holds the output's lock or lease ``abandoned`` (killed, or its machine lost).
+STATUS = {
+    EXIT_OK: "ok",
+    EXIT_UNEXPECTED: "error",
+    EXIT_COULD_NOT_START: "could_not_start",
+    EXIT_TOO_MANY_FAILURES: "too_many_failures",
+    EXIT_INTERRUPTED: "interrupted",
+    EXIT_ENGINE_DIED: "engine_died",
+    EXIT_OUTPUT_FAILED: "output_failed",
+}
+RUNNING = "running"
+ABANDONED = "abandoned"
 
 
 def failure_rate(processed: int, failed: int, rejected: int) -> float:
@@ -123,19 +139,27 @@ class RunSummary:
         self.output_tokens = stats.output_tokens
         self.timings = {k: round(v, 4) for k, v in stats.timings.items()}
 
+    @property
+    def pending(self) -> int:
+        """Documents found that this run neither skipped nor finished (interrupted, engine died, ...)."""
+        return max(self.inputs - self.skipped - self.processed, 0)
+
+    @property
+    def status(self) -> str:
+        return STATUS.get(self.exit_code, "error")
+
     def decide_exit(self, max_failure_rate: float, max_reject_rate: float = 1.0) -> str:
-        """Set ``exit_code``; return the run's final status for ``run.json``."""
+        """Set ``exit_code``; return the run's final status for ``run.json`` (``STATUS``)."""
         if self.output_error:
             self.exit_code = EXIT_OUTPUT_FAILED
             self.warnings.append(f"output not writable: {self.output_error}; unfinished documents stay pending")
-            return "output_error"
-        if self.engine_died:
+        elif self.engine_died:
             self.exit_code = EXIT_ENGINE_DIED
             self.warnings.append(f"engine unavailable: {self.engine_died}; unfinished documents stay pending")
-            return "engine_died"
-        if self.interrupted:
+        elif self.interrupted:
             self.exit_code = EXIT_INTERRUPTED
-            return "interrupted"
-        if self.failure_rate > max_failure_rate or self.reject_rate > max_reject_rate:
+        elif self.failure_rate > max_failure_rate or self.reject_rate > max_reject_rate:
             self.exit_code = EXIT_TOO_MANY_FAILURES
-        return "completed"
+        else:
+            self.exit_code = EXIT_OK
+        return self.status

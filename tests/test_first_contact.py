@@ -167,7 +167,7 @@ def test_a_full_disk_mid_run_stops_cleanly_keeping_what_was_committed(tmp_path, 
     s = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()))
     assert s.exit_code == EXIT_OUTPUT_FAILED and "No space left" in (s.output_error or "")
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["status"] == "output_error" and manifest["exit_code"] == EXIT_OUTPUT_FAILED
+    assert manifest["status"] == "output_failed" and manifest["exit_code"] == EXIT_OUTPUT_FAILED
     assert manifest["counts"]["succeeded"] == 4 == s.succeeded  # what is on disk, not what was attempted
     monkeypatch.setattr(fs, "write_bytes_atomic", real)  # space freed: the rerun does the rest, once
     again = run_job([str(d)], out, cfg, engine=ScriptedEngine(callback=lambda r: invoice_truth()))

@@ -95,7 +95,7 @@ def test_local_run_from_s3_to_s3_exactly_once_with_typed_values(s3_server, corpu
     run_key = out.removeprefix("s3://") + "/run.json"
     assert run_key in keys and out.removeprefix("s3://") + f"/runs/{s.run_id}.json" in keys
     manifest = json.loads(s3_server.fs.open_input_stream(run_key).read())
-    assert manifest["status"] == "completed" and manifest["counts"]["processed"] == 9
+    assert manifest["status"] == "ok" and manifest["counts"]["processed"] == 9
 
 
 def test_resume_and_force_on_s3(s3_server, tmp_path):

@@ -55,7 +55,7 @@ def test_run_accounts_for_every_document_with_typed_rows(corpus, tmp_path):
     failures = {Path(p).name: (st, et) for p, st, et in q(f"SELECT source_path, stage, error_type FROM '{out}/failures/*.parquet'")}
     assert failures == BAD
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["status"] == "completed" and manifest["counts"]["processed"] == n_inputs
+    assert manifest["status"] == "ok" and manifest["counts"]["processed"] == n_inputs
     assert manifest["counts"]["failed_by_type"]["encrypted"] == 1
     assert manifest["throughput"]["prompt_tokens"] > 0
 
