@@ -58,7 +58,12 @@ def run_status(out_dir: Path | str, manifest: dict[str, Any] | None) -> str | No
         return None
     status = manifest.get("status")
     if status == RUNNING and not writer_present(out_dir):
-        return ABANDONED
+        # A run writes its final run.json before it lets go of the output: read it again, or a run that
+        # ended between the first read and the look at the lock would be called abandoned.
+        again = read_manifest(out_dir) or {}
+        status = again.get("status")
+        if status == RUNNING and again.get("run_id") == manifest.get("run_id"):
+            return ABANDONED
     return status if isinstance(status, str) else None
 
 
