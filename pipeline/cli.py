@@ -10,6 +10,7 @@ Exit codes: 0 ok; 1 an unexpected error (one line; ``-v`` shows the traceback); 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -69,6 +70,26 @@ def _main(
     """Invoices and receipts -> typed Parquet, via vLLM."""
 
 
+def _run_config(metrics_file: Path | None, out: str, config: Path | None, sets: list[str] | None,
+                **overrides: Any) -> JobConfig:
+    """The job config of ``run``/``extract``.  One that cannot be loaded is a run that could not start: the
+    metrics file named on the command line says so (exit code 2) before the error ends the command."""
+    from pipeline.config import load_config
+
+    try:
+        return load_config(config, overrides, sets=sets or (), environ=os.environ)
+    except ConfigError as e:
+        if metrics_file is not None:
+            from pipeline.metrics import MetricsFile
+
+            with contextlib.suppress(CouldNotStart):  # a metrics path that cannot be written: the error says enough
+                metrics = MetricsFile.for_run(metrics_file, out)
+                if metrics is not None:
+                    metrics.write_failed(None, CouldNotStart(str(e)), None)
+        _fail(str(e))
+        raise  # unreachable
+
+
 def _job_overrides(
     schema: str | None,
     model: str | None,
@@ -123,7 +144,7 @@ def _progress_printer(enabled: bool):  # type: ignore[no-untyped-def]
 def summary_dict(s: RunSummary) -> dict[str, Any]:
     """The run summary as plain JSON-able data (paths as strings), with the failure rate."""
     data = json.loads(json.dumps(dataclasses.asdict(s), default=str))
-    return {**data, "failure_rate": s.failure_rate, "reject_rate": s.reject_rate}
+    return {**data, "status": s.status, "failure_rate": s.failure_rate, "reject_rate": s.reject_rate}
 
 
 def _print_summary(s: RunSummary, as_json: bool = False) -> None:
@@ -213,7 +234,9 @@ def run(
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
     overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
-    cfg = _config(
+    cfg = _run_config(
+        metrics_file,
+        out,
         config,
         sets,
         **overrides,
@@ -274,7 +297,7 @@ def extract(
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
     overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
-    cfg = _config(config, sets, **overrides)
+    cfg = _run_config(metrics_file, out, config, sets, **overrides)
     _execute([stage], out, cfg, force, retry_failed, stage_dir=stage, as_json=as_json)
 
 

@@ -199,14 +199,16 @@ class MetricsFile:
         except OSError as e:
             log.error("could not write the metrics file %s: %s", self.path, e)
 
-    def write_failed(self, record: dict[str, Any] | None, exc: BaseException, config: JobConfig) -> None:
+    def write_failed(self, record: dict[str, Any] | None, exc: BaseException, config: JobConfig | None) -> None:
         """The metrics of a run that raised: could not start (exit 2, no record) or crashed (exit 1)."""
         if record is None or record.get("status") == RUNNING:
             code = EXIT_COULD_NOT_START if isinstance(exc, CouldNotStart) and record is None else EXIT_UNEXPECTED
             record = dict(record or {}, **self._stub(code, exc, config))
         self.write(record)
 
-    def _stub(self, code: int, exc: BaseException, config: JobConfig) -> dict[str, Any]:
+    def _stub(self, code: int, exc: BaseException, config: JobConfig | None) -> dict[str, Any]:
+        thresholds = {} if config is None else {
+            "max_failure_rate": config.run.max_failure_rate, "max_reject_rate": config.run.max_reject_rate}
         return {
             "status": STATUS[code],
             "exit_code": code,
@@ -214,6 +216,5 @@ class MetricsFile:
             "started_at": self.started_at.isoformat(),
             "finished_at": now_utc().isoformat(),
             "duration_s": round(time.perf_counter() - self.t_start, 3),
-            "max_failure_rate": config.run.max_failure_rate,
-            "max_reject_rate": config.run.max_reject_rate,
+            **thresholds,
         }

@@ -278,9 +278,9 @@ def test_cli_metrics_file_and_a_killed_run_is_abandoned(tmp_path):
     import sys
 
     inputs, out, prom = make_docs(tmp_path / "in", 10), tmp_path / "out", tmp_path / "m.prom"
-    cfg = tmp_path / "c.toml"  # 5 batches of 2, 1 s each: a status run after the first commit finds it running
+    cfg = tmp_path / "c.toml"  # 5 batches of 2, 1.5 s each: a look after the first commit finds it running
     cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n"
-                   "[run]\nbatch_size = 2\nfirst_batch_size = 2\nprogress = false\n[engine.options]\ndelay_s = 1.0\n")
+                   "[run]\nbatch_size = 2\nfirst_batch_size = 2\nprogress = false\n[engine.options]\ndelay_s = 1.5\n")
     exe = Path(sys.executable).parent / "docextract"
     cmd = [str(exe), "run", str(inputs), "--out", str(out), "-c", str(cfg), "--engine", "tests.slow_engine:factory",
            "--metrics-file", str(prom)]
@@ -289,8 +289,7 @@ def test_cli_metrics_file_and_a_killed_run_is_abandoned(tmp_path):
         deadline = time.monotonic() + 120
         while not (out / "run.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        live = run_cli("status", out, "--json")
-        assert json.loads(live.stdout)["last_run_status"] == "running", live.stderr
+        assert p.poll() is None and status(out).last_run_status == "running"  # another process holds the lock
     finally:
         os.killpg(p.pid, signal.SIGKILL)  # kill -9: nothing gets to write a final status
         p.communicate(timeout=60)
@@ -311,4 +310,11 @@ def test_cli_metrics_file_and_a_killed_run_is_abandoned(tmp_path):
     assert r.returncode == EXIT_COULD_NOT_START
     got = metrics(prom)
     assert one(got, "docextract_run_exit_code") == EXIT_COULD_NOT_START
-    assert one(got, "docextract_last_success_timestamp_seconds") < one(got, "docextract_last_run_timestamp_seconds")
+    success = one(got, "docextract_last_success_timestamp_seconds")
+    assert success < one(got, "docextract_last_run_timestamp_seconds")
+    # nor with a config that does not load (a typo in tonight's deployment)
+    r = run_cli("run", inputs, "--out", out, "-c", cfg, "--set", "run.batch_size=0", "--metrics-file", prom)
+    assert r.returncode == EXIT_COULD_NOT_START and "run.batch_size" in r.stderr
+    got = metrics(prom)
+    assert one(got, "docextract_run_exit_code") == EXIT_COULD_NOT_START
+    assert one(got, "docextract_last_success_timestamp_seconds") == success
