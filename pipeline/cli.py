@@ -10,7 +10,6 @@ Exit codes: 0 ok; 1 an unexpected error (one line; ``-v`` shows the traceback); 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -26,6 +25,7 @@ from pipeline.cli_base import (
     ConfigOpt,
     EngineOpt,
     JsonOpt,
+    MetricsOpt,
     ModelOpt,
     ProfileOpt,
     SchemaOpt,
@@ -33,6 +33,7 @@ from pipeline.cli_base import (
     command,
     job_config,
     print_json,
+    run_config,
     state,
 )
 from pipeline.cli_base import fail as _fail
@@ -43,10 +44,6 @@ from pipeline.summary import Progress, RunSummary
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
 config_app = typer.Typer(no_args_is_help=True, help="The effective job configuration.")
 app.add_typer(config_app, name="config")
-MetricsOpt = Annotated[
-    Path | None,
-    typer.Option("--metrics-file", help="Write the run's figures here (Prometheus text format, *.prom) at the end."),
-]
 err = typer.echo
 log = logging.getLogger("docextract")
 progress_log = logging.getLogger("docextract.progress")
@@ -68,26 +65,6 @@ def _main(
     ] = False,
 ) -> None:
     """Invoices and receipts -> typed Parquet, via vLLM."""
-
-
-def _run_config(metrics_file: Path | None, out: str, config: Path | None, sets: list[str] | None,
-                **overrides: Any) -> JobConfig:
-    """The job config of ``run``/``extract``.  One that cannot be loaded is a run that could not start: the
-    metrics file named on the command line says so (exit code 2) before the error ends the command."""
-    from pipeline.config import load_config
-
-    try:
-        return load_config(config, overrides, sets=sets or (), environ=os.environ)
-    except ConfigError as e:
-        if metrics_file is not None:
-            from pipeline.metrics import MetricsFile
-
-            with contextlib.suppress(CouldNotStart):  # a metrics path that cannot be written: the error says enough
-                metrics = MetricsFile.for_run(metrics_file, out)
-                if metrics is not None:
-                    metrics.write_failed(None, CouldNotStart(str(e)), None)
-        _fail(str(e))
-        raise  # unreachable
 
 
 def _job_overrides(
@@ -234,7 +211,7 @@ def run(
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
     overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
-    cfg = _run_config(
+    cfg = run_config(
         metrics_file,
         out,
         config,
@@ -297,7 +274,7 @@ def extract(
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
     overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
-    cfg = _run_config(metrics_file, out, config, sets, **overrides)
+    cfg = run_config(metrics_file, out, config, sets, **overrides)
     _execute([stage], out, cfg, force, retry_failed, stage_dir=stage, as_json=as_json)
 
 

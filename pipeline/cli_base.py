@@ -8,6 +8,7 @@ User errors go through :func:`fail` (a message, exit code 2 unless told otherwis
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -90,6 +91,10 @@ SchemaOpt = Annotated[str | None, typer.Option("--schema", "-s", help="invoice |
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub model name or local checkpoint directory.")]
 EngineOpt = Annotated[str | None, typer.Option("--engine", "-e", help="vllm | module:factory")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="gpu | cpu (vLLM's CPU build).")]
+MetricsOpt = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", help="Write the run's figures here (Prometheus text format, *.prom) at the end."),
+]
 _COMMON = {"verbose": (VerboseOpt, 0), "quiet": (QuietOpt, False), "log_format": (LogFormatOpt, "text")}
 
 
@@ -129,5 +134,24 @@ def job_config(config: Path | None, sets: list[str] | None = None, **overrides: 
     try:
         return load_config(config, overrides, sets=sets or (), environ=os.environ)
     except ConfigError as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+def run_config(metrics_file: Path | None, out: str, config: Path | None, sets: list[str] | None,
+               **overrides: Any) -> JobConfig:
+    """The job config of ``run``/``extract``.  One that cannot be loaded is a run that could not start: the
+    metrics file named on the command line says so (exit code 2) before the error ends the command."""
+    try:
+        return load_config(config, overrides, sets=sets or (), environ=os.environ)
+    except ConfigError as e:
+        if metrics_file is not None:
+            from pipeline.errors import CouldNotStart
+            from pipeline.metrics import MetricsFile
+
+            with contextlib.suppress(CouldNotStart):  # a metrics path that cannot be written: the error says enough
+                metrics = MetricsFile.for_run(metrics_file, out)
+                if metrics is not None:
+                    metrics.write_failed(None, CouldNotStart(str(e)), None)
         fail(str(e))
         raise  # unreachable
