@@ -318,3 +318,18 @@ def test_cli_metrics_file_and_a_killed_run_is_abandoned(tmp_path):
     got = metrics(prom)
     assert one(got, "docextract_run_exit_code") == EXIT_COULD_NOT_START
     assert one(got, "docextract_last_success_timestamp_seconds") == success
+
+
+def test_a_lease_counts_as_a_writer_only_while_its_heartbeat_is_fresh(tmp_path):
+    """Object storage has no flock: a running run there is abandoned once its lease is gone or stale."""
+    from pipeline.lease import live_lease
+
+    out = tmp_path / "bucket-prefix"
+    (out / "_state").mkdir(parents=True)
+    assert live_lease(str(out)) is None
+    beat = dt.datetime.now(dt.UTC)
+    (out / "_state" / "lease.json").write_text(json.dumps({"run_id": "r1", "heartbeat_at": beat.isoformat(), "ttl_s": 600}))
+    assert live_lease(str(out))["run_id"] == "r1"
+    stale = beat - dt.timedelta(seconds=601)
+    (out / "_state" / "lease.json").write_text(json.dumps({"run_id": "r1", "heartbeat_at": stale.isoformat(), "ttl_s": 600}))
+    assert live_lease(str(out)) is None
