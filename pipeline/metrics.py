@@ -28,13 +28,12 @@ from pipeline.config import JobConfig
 from pipeline.errors import CouldNotStart
 from pipeline.records import ErrorType
 from pipeline.store import now_utc
-from pipeline.summary import EXIT_COULD_NOT_START, EXIT_UNEXPECTED, RUNNING, STATUS
+from pipeline.summary import EXIT_COULD_NOT_START, EXIT_OK, EXIT_UNEXPECTED, RUNNING, STATUS
 
 log = logging.getLogger(__name__)
 
 PREFIX = "docextract_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
-OUTCOMES = ("extracted", "failed", "rejected", "skipped", "pending")
 _LAST_SUCCESS_LINE = re.compile(rf"^{LAST_SUCCESS}(?:{{[^}}]*}})?\s+(\S+)\s*$", re.MULTILINE)
 
 
@@ -51,7 +50,7 @@ def succeeded(record: dict[str, Any]) -> bool:
     """A run record (``run.json``) of a run that ended with exit code 0, in any format version."""
     if "format_version" not in record:  # version 1: "completed" covered exit codes 0 and 3
         return record.get("status") == "completed" and record.get("exit_code") == 0
-    return record.get("status") == STATUS[0]
+    return record.get("status") == STATUS[EXIT_OK]
 
 
 def finished_ts(record: dict[str, Any]) -> float | None:
