@@ -34,9 +34,11 @@ def readme_queries() -> dict[str, str]:
     return queries
 
 
-def run(sql: str, out: Path) -> list[tuple]:
-    assert PLACEHOLDER in sql
-    return duckdb.sql(sql.replace(PLACEHOLDER, str(out))).fetchall()
+def run(sql: str, out: Path, con: duckdb.DuckDBPyConnection | None = None) -> list[tuple]:
+    """One README query on ``out``, in ``con`` (one session, as a reader would type them in order)."""
+    assert PLACEHOLDER in sql or "FROM runs" in sql
+    rel = (con or duckdb.connect()).sql(sql.replace(PLACEHOLDER, str(out)))
+    return [] if rel is None else rel.fetchall()
 
 
 def doc_id(p: Path) -> str:
@@ -97,10 +99,11 @@ def test_every_morning_after_query_runs_and_answers(nights):
     assert (second.succeeded, second.failed, second.skipped, second.exit_code) == (4, 1, 5, 0)
     queries = readme_queries()
     checked = set()
+    con = duckdb.connect()
 
     def check(title: str, target: Path = out) -> list[tuple]:
         checked.add(title)
-        return run(queries[title], target)
+        return run(queries[title], target, con)
 
     [last] = check("Did the last run finish, and pass?")
     assert last[:3] == (second.run_id, "ok", 0) and last[4] == 0  # pending
@@ -118,6 +121,8 @@ def test_every_morning_after_query_runs_and_answers(nights):
          dt.datetime(2025, 1, 31, 2, 2, tzinfo=dt.UTC))]
     assert check("Why results wait for review", reviewed) == [
         ("total: not found on the page", 2), ("vendor.name: low confidence", 1)]
+    assert check("The run history as a view") == []
+    assert con.sql("SELECT count(*), count(finished_at), count(counts.pending) FROM runs").fetchall() == [(3, 2, 2)]
     per_run = check("Throughput and failure rate per run")
     assert [r[0] for r in per_run] == ["20240301T020000000000Z-0ld0ne", first.run_id, second.run_id]
     assert [r[1] for r in per_run] == ["completed", "ok", "ok"]  # format 1 said completed
