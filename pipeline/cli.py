@@ -389,7 +389,8 @@ def status_cmd(
         state = st.last_run_status
         if state == "abandoned":
             state = f"abandoned (run.json says running, but no run holds {out}: killed or its machine lost)"
-        typer.echo(f"last run {lr.get('run_id')}: {state}, exit code {lr.get('exit_code')}, "
+        code = "" if lr.get("exit_code") is None else f", exit code {lr.get('exit_code')}"
+        typer.echo(f"last run {lr.get('run_id')}: {state}{code}, started {lr.get('started_at')}, "
                    f"updated {lr.get('updated_at')}")
     for s in st.damaged:
         err(f"warning: {s.location} skipped: {s.reason}", err=True)
