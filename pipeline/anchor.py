@@ -1,0 +1,86 @@
+"""Text anchoring (``prompt.anchor_text``): a page's words as text with coarse positions, put before its image.
+
+olmOCR's idea: the model reads the page image, and beside it the text the page's text layer (or OCR)
+already holds, line by line with where each line starts, so it copies characters instead of reading
+them from pixels.  A block looks like::
+
+    Text of this page from its text layer, line by line; [x,y] is where a line starts (0-99 across, down):
+    [8,5]ACME GmbH
+    [62,5]Invoice 2024-0117
+    ...
+
+The block is capped at ``max_tokens`` per page.  Tokens are *estimated* here (the prompt is built before
+the engine, and the run key must not depend on which tokenizer is installed): :func:`estimate_tokens`
+counts the way Qwen2's byte-level BPE splits text (every digit a token, a word a token per few letters,
+other scripts a token per character, punctuation a token per character), on the high side:
+``bench/anchor.py`` measures it against the real Qwen2.5-VL tokenizer.  Lines past the cap are dropped
+(the last line kept says how many were), never cut in the middle.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from pipeline.records import Word, WordSource
+
+GRID = 100  # positions in 0..GRID-1 across and down
+_SOURCE = {WordSource.TEXT_LAYER: "its text layer", WordSource.OCR: "OCR (may contain errors)"}
+_PIECES = re.compile(r"\d|[A-Za-z]+|[^\W\d_A-Za-z]|\s+|[^\w\s]|_", re.UNICODE)
+
+
+def estimate_tokens(text: str) -> int:
+    """Qwen2-style token count of ``text``, estimated without the tokenizer (on the high side): a digit is
+    one token, an ASCII word one per 4 letters begun, any other letter (accents, CJK) one, a
+    punctuation mark one, a line break one, other whitespace none (it joins the next word)."""
+    n = 0
+    for m in _PIECES.finditer(text):
+        piece = m.group()
+        if piece[0].isspace():
+            n += piece.count("\n")
+        elif piece[0].isascii() and piece[0].isalpha():
+            n += math.ceil(len(piece) / 4)
+        else:
+            n += 1
+    return n
+
+
+def _lines(words: Sequence[Word]) -> list[tuple[int, int, str]]:
+    """(x, y, text) of each printed line in reading order: words grouped by ``line``, left to right."""
+    by_line: dict[int, list[Word]] = {}
+    for w in words:
+        if w.text.strip():
+            by_line.setdefault(w.line, []).append(w)
+    out = []
+    for line in sorted(by_line):
+        ws = sorted(by_line[line], key=lambda w: w.x0)
+        x = min(GRID - 1, max(0, int(ws[0].x0 * GRID)))
+        y = min(GRID - 1, max(0, int(min(w.y0 for w in ws) * GRID)))
+        out.append((x, y, " ".join(w.text.strip() for w in ws)))
+    return out
+
+
+def anchor_block(words: Sequence[Word] | None, max_tokens: int) -> str | None:
+    """The anchor text of one page, at most ``max_tokens`` estimated tokens; None when the page has no
+    words (not asked for, or none found) or not even the header fits."""
+    if not words:
+        return None
+    sources = {w.source for w in words}
+    source = _SOURCE[next(iter(sources))] if len(sources) == 1 else "its text layer and OCR"
+    header = f"Text of this page from {source}, line by line; [x,y] is where a line starts (0-99 across, down):"
+    lines = _lines(words)
+    budget = max_tokens - estimate_tokens(header) - 1
+    kept: list[str] = []
+    for i, (x, y, text) in enumerate(lines):
+        line = f"[{x},{y}]{text}"
+        cost = estimate_tokens(line) + 1
+        rest = len(lines) - i
+        if cost > budget or (rest > 1 and cost + 12 > budget):  # keep room to say what was left out
+            kept.append(f"[... {rest} more lines not shown]")
+            break
+        kept.append(line)
+        budget -= cost
+    if not lines or budget < 0:
+        return None
+    return "\n".join([header, *kept])
