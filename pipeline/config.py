@@ -83,7 +83,7 @@ class PromptConfig(_Section):
         "the page's image (pipeline.anchor). Off by default: measure it with 'docextract eval --compare'.",
     )
     anchor_max_tokens: int = Field(
-        1024, ge=32, le=32768, description="Cap on one page's anchor text, in tokens (estimated, on the high side)."
+        2048, ge=32, le=32768, description="Cap on one page's anchor text, in tokens (estimated, on the high side)."
     )
 
 

@@ -39,18 +39,21 @@ def test_no_words_no_block():
     assert anchor_block([w("a", 0, 0, 0)], 10) is None  # not even the header fits
 
 
-def test_the_cap_drops_whole_lines_and_says_so():
+def test_the_cap_drops_whole_lines_from_the_middle_and_says_so():
     words = [w(f"Line {i} with product 4711-{i:04d}", 0.1, i / 400, i) for i in range(300)]
     full = anchor_block(words, 100_000)
     capped = anchor_block(words, 200)
     assert full is not None and capped is not None
-    assert len(full.splitlines()) == 301
+    lines = full.splitlines()[1:]
+    assert len(lines) == 300 and capped.splitlines()[0] == full.splitlines()[0]
     assert estimate_tokens(capped) <= 200
-    kept = capped.splitlines()
-    assert kept[-1].startswith("[... ") and kept[-1].endswith(" more lines not shown]")
-    n_shown = len(kept) - 2
-    assert kept[-1] == f"[... {300 - n_shown} more lines not shown]"
-    assert kept[1:-1] == full.splitlines()[1 : n_shown + 1]  # the first lines, whole
+    kept = capped.splitlines()[1:]
+    [marker] = [i for i, line in enumerate(kept) if line.startswith("[... ")]
+    head, tail = kept[:marker], kept[marker + 1 :]
+    assert head == lines[: len(head)] and tail == lines[len(lines) - len(tail) :]  # whole lines, first and last
+    assert len(head) >= 2 and len(tail) >= 2
+    assert kept[marker] == f"[... {300 - len(head) - len(tail)} lines not shown]"
+    assert anchor_block(words[:3], 200) == "\n".join(full.splitlines()[:4])  # fits: every line, no marker
 
 
 def test_token_estimate_counts_digits_one_by_one():
