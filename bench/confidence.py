@@ -13,7 +13,7 @@ line items paired as eval pairs them) and the AUROC of the score for right again
 mean scores of each class.  0.5 is no better than chance.  On the tiny random model this can only show
 that the path works: its answers are noise, so right values are rare and their scores mean nothing.
 
-    .venv/bin/python bench/confidence.py cost [--quick]
+    .venv/bin/python bench/confidence.py cost [--quick] [--model Qwen/Qwen2.5-VL-3B-Instruct]
     .venv/bin/python bench/confidence.py run DOCS --out OUT -c job.toml [--set k=v ...]   # GPU: the real model
     .venv/bin/python bench/confidence.py auroc --truth DOCS --results OUT
 """
@@ -53,7 +53,7 @@ def _cpu() -> float:
 # ------------------------------------------------------------------------------------------ cost
 
 
-def cost(quick: bool) -> None:
+def cost(quick: bool, model: str | None) -> None:
     from PIL import Image
 
     from pipeline.config import load_config
@@ -63,9 +63,12 @@ def cost(quick: bool) -> None:
     from pipeline.tinymodel import build_tiny_qwen25vl
     from schemas import resolve
 
-    model_dir = build_tiny_qwen25vl(CACHE / "tiny-qwen", seed=0)
-    cfg = load_config(None, {"engine.model": str(model_dir), "engine.profile": "cpu", "engine.dtype": "float32",
-                             "engine.max_model_len": 4096, "rasterize.max_pixels": 28 * 28 * 16})  # fmt: skip
+    if model:  # e.g. the real model on a GPU: vLLM's defaults for it
+        cfg = load_config(None, {"engine.model": model, "rasterize.max_pixels": 28 * 28 * 16})
+    else:
+        model_dir = build_tiny_qwen25vl(CACHE / "tiny-qwen", seed=0)
+        cfg = load_config(None, {"engine.model": str(model_dir), "engine.profile": "cpu", "engine.dtype": "float32",
+                                 "engine.max_model_len": 4096, "rasterize.max_pixels": 28 * 28 * 16})  # fmt: skip
     engine = VLLMEngine(cfg.engine_config())
     n, rounds = (16, 2) if quick else (48, 4)
 
@@ -80,7 +83,7 @@ def cost(quick: bool) -> None:
         return out
 
     print(machine_line())
-    print(f"vLLM {engine.vllm_version} (CPU), tiny Qwen2.5-VL; {n} single-image requests per call; {rounds} rounds "
+    print(f"vLLM {engine.vllm_version}, {model or 'tiny Qwen2.5-VL (CPU)'}; {n} single-image requests per call; {rounds} rounds "
           "per setting, interleaved; medians")
     rows = []
     for schema, max_tokens in (("tests.tiny_schema:TinyDoc", 64), ("invoice", 256)):
@@ -239,6 +242,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cost")
     c.add_argument("--quick", action="store_true")
+    c.add_argument("--model", help="a checkpoint (directory or hub name) instead of the tiny random one")
     r = sub.add_parser("run")
     r.add_argument("inputs", nargs="+")
     r.add_argument("--out", type=Path, required=True)
@@ -249,7 +253,7 @@ def main() -> None:
     a.add_argument("--results", type=Path, required=True)
     args = ap.parse_args()
     if args.cmd == "cost":
-        cost(args.quick)
+        cost(args.quick, args.model)
     elif args.cmd == "run":
         run(args.inputs, args.out, args.config, args.sets)
     else:
