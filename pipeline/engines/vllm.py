@@ -450,6 +450,8 @@ class VLLMEngine(EngineBase):
         comp = out.outputs[0] if out.outputs else None
         text = comp.text if comp else ""
         scored = sampled_logprobs(text, comp.logprobs) if comp and self.config.logprobs else None
+        if comp and comp.logprobs and scored is None:
+            log.debug("the sampled tokens of %s do not spell its text: no field scores", r.doc_id[:12])
         self._done[r.uid] = Generation(
             doc_id=r.doc_id,
             text=text,
