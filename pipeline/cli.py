@@ -435,11 +435,19 @@ def eval_cmd(
     results: Annotated[Path, typer.Option("--results", "-r", help="Output directory of a run.")],
     schema: SchemaOpt = None,
     report: Annotated[Path | None, typer.Option(help="Also write the report (.json or .parquet).")] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="Output directory of a second run on the same documents: compare it (B) with --results (A)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Field-level precision/recall/F1 against ground truth; failures count as misses."""
+    """Field-level precision/recall/F1 against ground truth; failures count as misses.  With --compare: both
+    runs' F1 per field, the difference with a bootstrap interval, and per-document wins and losses."""
     from pipeline.evaluate import EvalError, evaluate, format_table, write_report
 
+    if compare is not None:
+        _eval_compare(truth, results, compare, schema, report, as_json)
+        return
     try:
         rep = evaluate(truth, results, schema)
     except EvalError as e:
@@ -455,6 +463,29 @@ def eval_cmd(
         print_json(rep.to_dict())
     else:
         typer.echo(format_table(rep))
+
+
+def _eval_compare(truth: Path, a: Path, b: Path, schema: str | None, report: Path | None, as_json: bool) -> None:
+    from pipeline.evaluate import EvalError
+    from pipeline.evaluate.compare import compare, format_comparison
+    from pipeline.fs import write_bytes_atomic
+
+    if report is not None and report.suffix.lower() != ".json":
+        _fail(f"{report}: a comparison report is written as .json")
+    try:
+        c = compare(truth, a, b, schema)
+    except EvalError as e:
+        _fail(str(e))
+        return
+    if report is not None:
+        try:
+            write_bytes_atomic(report, (json.dumps(c.to_dict(), indent=2, ensure_ascii=False) + "\n").encode())
+        except OSError as e:
+            _fail(f"cannot write the report: {e}")
+    if as_json:
+        print_json(c.to_dict())
+    else:
+        typer.echo(format_comparison(c))
 
 
 @command(app, "make-tiny-model")

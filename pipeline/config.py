@@ -77,6 +77,14 @@ class RasterizeConfig(_Section):
 class PromptConfig(_Section):
     system: str | None = Field(None, description="System prompt; None uses the built-in one.")
     instructions: str | None = Field(None, description="Extra instructions appended to the schema-derived ones.")
+    anchor_text: bool = Field(
+        False,
+        description="Put each page's words (text layer or OCR) with coarse positions into the request, before "
+        "the page's image (pipeline.anchor). Off by default: measure it with 'docextract eval --compare'.",
+    )
+    anchor_max_tokens: int = Field(
+        2048, ge=32, le=32768, description="Cap on one page's anchor text, in tokens (estimated, on the high side)."
+    )
 
 
 _ENGINE_RANGES = {  # inclusive ranges of the engine's numeric keys
@@ -115,6 +123,11 @@ class EngineConfig(_Section):
     enforce_eager: bool | None = Field(None, description="None: follow the profile (True on cpu).")
     cpu_kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the cpu profile.")
     disable_any_whitespace: bool = Field(True, description="Forbid free whitespace in constrained JSON (stops loops).")
+    logprobs: bool = Field(
+        True,
+        description="Ask the engine for the log-probability of every sampled token (the sampled one only), "
+        "from which each field gets a model confidence score (pipeline.confidence).",
+    )
     structured_outputs_backend: str = "xgrammar"
     trust_remote_code: bool = False
     seed: int = 0
@@ -272,7 +285,8 @@ class JobConfig(_Section):
             "rasterize": self.rasterize.model_dump(
                 include={"dpi", "min_pixels", "max_pixels", "max_pages", "direct_scans"}
             ),
-            "prompt": self.prompt.model_dump(),
+            # anchor keys only when anchoring is on: a run key made before they existed stays the same
+            "prompt": self.prompt.model_dump(exclude=None if self.prompt.anchor_text else {"anchor_text", "anchor_max_tokens"}),
             "model": self.engine.model,
             "weights": {"dtype": self.engine.dtype, "quantization": self.engine.quantization},
             "sampling": self.sampling.model_dump(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from functools import lru_cache
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from PIL import Image
 from pydantic import BaseModel
 
+from pipeline.anchor import anchor_block
 from pipeline.records import Page, Request, Sampling
 
 PROMPT_VERSION = "1"
@@ -116,27 +118,57 @@ def build_request(
     sampling: Sampling,
     system: str | None = None,
     extra_instructions: str | None = None,
+    anchor_max_tokens: int | None = None,
 ) -> Request:
-    """One chat request: system prompt + schema fields, then every kept page in order."""
+    """One chat request: system prompt + schema fields, then every kept page in order.
+
+    ``anchor_max_tokens`` (``prompt.anchor_text``): each page's words (``Page.words``) go before its
+    image as text with coarse positions (:func:`pipeline.anchor.anchor_block`), up to that many tokens."""
     system_text = (system or DEFAULT_SYSTEM) + "\n\n" + _instruction(model, extra_instructions)
-    content = [*page_parts([p.image for p in pages]), {"type": "text", "text": "Extract the fields as JSON."}]
+    anchors = [anchor_block(p.words, anchor_max_tokens) for p in pages] if anchor_max_tokens else None
+    content = [*page_parts([p.image for p in pages], anchors), {"type": "text", "text": "Extract the fields as JSON."}]
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_text}, {"role": "user", "content": content}]
     return Request(doc_id=doc_id, messages=messages, json_schema=json_schema, sampling=sampling)
 
 
-def page_parts(images: list[Image.Image]) -> list[dict[str, Any]]:
-    """The page images of a request, in order, each labelled "Page i of n:" when there are several."""
+def page_parts(images: list[Image.Image], anchors: list[str | None] | None = None) -> list[dict[str, Any]]:
+    """The page images of a request, in order, each labelled "Page i of n:" when there are several and
+    preceded by its anchor text when it has one."""
     parts: list[dict[str, Any]] = []
     for i, image in enumerate(images):
         if len(images) > 1:
-            parts.append({"type": "text", "text": f"Page {i + 1} of {len(images)}:"})
+            parts.append({"type": "text", "text": _page_label(i, len(images))})
+        if anchors and i < len(anchors) and anchors[i]:
+            parts.append({"type": "text", "text": anchors[i]})
         parts.append({"type": "image", "image": image})
     return parts
 
 
+def _page_label(i: int, n: int) -> str:
+    return f"Page {i + 1} of {n}:"
+
+
+def _page_anchors(parts: list[dict[str, Any]]) -> list[str | None]:
+    """The anchor text before each image of ``parts`` (the text parts since the previous image that are
+    not a page label), or None for an image with none."""
+    out: list[str | None] = []
+    texts: list[str] = []
+    for p in parts:
+        if p.get("type") == "image":
+            out.append("\n".join(texts) or None)
+            texts = []
+        elif p.get("type") == "text" and not _LABEL.fullmatch(str(p.get("text", ""))):
+            texts.append(str(p.get("text", "")))
+    return out
+
+
+_LABEL = re.compile(r"Page \d+ of \d+:")
+
+
 def with_pages(request: Request, images: list[Image.Image]) -> Request:
-    """The same request (same uid) with other page images: fewer, or smaller.  The page parts of the first
-    message holding images (up to its last image) are rebuilt; what follows them and every other message stay."""
+    """The same request (same uid) with other page images: fewer (the first ones kept), or smaller.  The
+    page parts of the first message holding images (up to its last image) are rebuilt, each kept page's
+    anchor text with it; what follows them and every other message stay."""
     messages = list(request.messages)
     for i, m in enumerate(messages):
         content = m.get("content")
@@ -145,7 +177,8 @@ def with_pages(request: Request, images: list[Image.Image]) -> Request:
         last = max((j for j, p in enumerate(content) if p.get("type") == "image"), default=None)
         if last is None:
             continue
-        messages[i] = {**m, "content": [*page_parts(images), *content[last + 1 :]]}
+        anchors = _page_anchors(content[: last + 1])
+        messages[i] = {**m, "content": [*page_parts(images, anchors), *content[last + 1 :]]}
         return dataclasses.replace(request, messages=messages)
     raise ValueError(f"request for {request.doc_id[:12]} holds no page images")
 

@@ -213,6 +213,11 @@ class Generation:
     error_type: ErrorType | None = None
     warnings: list[str] = field(default_factory=list)  # what the engine changed to make the request fit
     pages_used: int | None = None  # pages the engine sent (trailing pages dropped to fit); None = all
+    # The sampled tokens' log-probabilities (``engine.logprobs``) and where each token starts in ``text``
+    # (a token runs to the next one's start; one that adds no text, e.g. the end token, has zero width).
+    # Both None when the engine was not asked for them; ``pipeline.confidence`` turns them into field scores.
+    token_offsets: list[int] | None = None
+    token_logprobs: list[float] | None = None
 
 
 @dataclass(slots=True)

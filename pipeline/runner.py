@@ -181,7 +181,8 @@ class Runner:
     def _prompt(self, rdoc: RasterizedDoc) -> Request:
         p = self.config.prompt
         return build_request(rdoc.document.doc_id, rdoc.pages, self.model, self.json_schema, self._sampling(1),
-                             system=p.system, extra_instructions=p.instructions)
+                             system=p.system, extra_instructions=p.instructions,
+                             anchor_max_tokens=p.anchor_max_tokens if p.anchor_text else None)
 
     def _finish_output(self) -> None:
         try:

@@ -182,6 +182,41 @@ def test_prefetched_batch_is_added_while_the_current_one_runs(engine):
     assert not engine.llm.llm_engine.has_unfinished_requests()
 
 
+def test_sampled_token_logprobs_give_every_field_of_a_valid_answer_a_score(engine):
+    import dataclasses
+    import math
+
+    from pipeline.confidence import field_scores, generation_scores
+    from pipeline.fields import leaf_values
+
+    assert engine.config.logprobs  # on by default
+    reqs = [dataclasses.replace(r, sampling=Sampling(max_tokens=96)) for r in _tiny_requests("lp", 4)]
+    gens = engine.generate(reqs)
+    for g in gens:
+        assert _valid(g) and g.token_offsets is not None and g.token_logprobs is not None
+        # one figure per generated token (the end token included), each a log-probability
+        assert len(g.token_logprobs) == len(g.token_offsets) == g.output_tokens
+        assert all(math.isfinite(v) and v <= 1e-6 for v in g.token_logprobs)
+        assert g.token_offsets == sorted(g.token_offsets) and g.token_offsets[0] == 0
+        assert g.token_offsets[-1] <= len(g.text)
+        scores = generation_scores(g)
+        if g.finish_reason == "stop":  # TinyDoc's bounded values: every finished answer validates
+            value = TinyDoc.model_validate_json(g.text)
+            assert list(scores) == [p for p, _ in leaf_values(value)] == ["code", "kind", "paid"]
+            assert all(0.0 <= v <= 1.0 for v in scores.values())
+            assert field_scores(g.text, g.token_offsets, g.token_logprobs, "prod")["kind"] <= scores["kind"]
+        else:
+            assert scores == {} or all(0.0 <= v <= 1.0 for v in scores.values())
+    assert sum(g.finish_reason == "stop" for g in gens) >= 2, [(g.finish_reason, g.text) for g in gens]
+    saved = engine.config
+    engine.config = saved.model_copy(update={"logprobs": False})  # read per request: no second engine
+    try:
+        [plain] = engine.generate(_tiny_requests("nolp", 1))
+    finally:
+        engine.config = saved
+    assert _valid(plain) and plain.token_offsets is None and plain.token_logprobs is None
+
+
 def test_prefetched_work_of_a_stopped_run_is_dropped(engine):
     c = _tiny_requests("c", 3)
     engine.prefetch(c)

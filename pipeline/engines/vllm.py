@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pipeline.confidence import sampled_logprobs
 from pipeline.config import EngineConfig
 from pipeline.engines.base import EngineBase
 from pipeline.errors import EngineLoadError
@@ -217,17 +218,27 @@ def to_vllm_messages(request: Request) -> list[dict[str, Any]]:
     return out
 
 
-def sampling_params(request: Request) -> Any:
+def sampling_params(request: Request, logprobs: bool = False) -> Any:
+    """vLLM's sampling for one request; ``logprobs``: the sampled token's log-probability at every step.
+
+    ``logprobs=0`` asks for the sampled token only (no top-k alternatives), in vLLM's flat form (a few
+    lists per request instead of a dict per token).  vLLM 0.32 applies the structured-output bitmask to
+    the logits (``apply_grammar_bitmask``, v1/worker/gpu_model_runner.py ``sample_tokens``) before the
+    sampler computes logprobs from them (v1/sample/sampler.py ``Sampler.forward``), so every
+    ``logprobs_mode`` is renormalised over the tokens the schema allows; the default ``raw_logprobs``
+    is taken before temperature and top-p, so a re-ask at another temperature scores on the same scale."""
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
     s = request.sampling
+    extra: dict[str, Any] = {"logprobs": 0, "flat_logprobs": True} if logprobs else {}
     return SamplingParams(
         temperature=s.temperature,
         top_p=s.top_p,
         max_tokens=s.max_tokens,
         seed=s.seed,
         structured_outputs=StructuredOutputsParams(json=request.json_schema),
+        **extra,
     )
 
 
@@ -401,7 +412,8 @@ class VLLMEngine(EngineBase):
             return
         try:
             messages = [to_vllm_messages(fit.request)]
-            ids = self.llm.enqueue_chat(messages, sampling_params=[sampling_params(r)], use_tqdm=False)
+            params = [sampling_params(r, self.config.logprobs)]
+            ids = self.llm.enqueue_chat(messages, sampling_params=params, use_tqdm=False)
         except Exception as e:
             if _engine_is_dead(e) or not _is_request_error(e):
                 raise
@@ -436,15 +448,21 @@ class VLLMEngine(EngineBase):
         r, fit = got.request, got.fit
         self._in_flight_uids.discard(r.uid)
         comp = out.outputs[0] if out.outputs else None
+        text = comp.text if comp else ""
+        scored = sampled_logprobs(text, comp.logprobs) if comp and self.config.logprobs else None
+        if comp and comp.logprobs and scored is None:
+            log.debug("the sampled tokens of %s do not spell its text: no field scores", r.doc_id[:12])
         self._done[r.uid] = Generation(
             doc_id=r.doc_id,
-            text=comp.text if comp else "",
+            text=text,
             finish_reason=(comp.finish_reason or "unknown") if comp else "error",
             prompt_tokens=len(out.prompt_token_ids or []),
             output_tokens=len(comp.token_ids) if comp else 0,
             latency_s=time.perf_counter() - got.added,
             warnings=list(fit.warnings),
             pages_used=fit.pages_used,
+            token_offsets=scored[0] if scored else None,
+            token_logprobs=scored[1] if scored else None,
         )
 
     def abort_pending(self) -> None:

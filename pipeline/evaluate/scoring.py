@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,10 +138,28 @@ def _status(outcome: Outcome | None) -> tuple[str, str | None]:
     return "matched", None
 
 
-def evaluate(truth: Path, results: Path, schema: str | None = None) -> EvalReport:
-    """Score the run output in ``results`` against the ground truth in ``truth`` (see :mod:`pipeline.evaluate`)."""
-    truth, results = Path(truth), Path(results)
-    warnings: list[str] = []
+@dataclass
+class Scoring:
+    """What is scored: the schema, the plan, the truth documents selected and the run's rows by document."""
+
+    name: str
+    mode: str
+    plan: Plan
+    selected: list[TruthDoc]
+    skipped: int
+    index: ResultIndex
+
+    def pairs(self, warnings: list[str]) -> Iterator[tuple[TruthDoc, Outcome | None, DocView, DocView]]:
+        """Each truth document with its row (None: missing) and both sides as comparable values."""
+        for doc in self.selected:
+            outcome = self.index.find(doc, warnings)
+            matched = outcome is not None and outcome.kind != "failure"
+            pred = view(self.plan, outcome.row) if outcome is not None and matched else empty_view(self.plan)
+            yield doc, outcome, view(self.plan, doc.data), pred
+
+
+def prepare(truth: Path, results: Path, schema: str | None, warnings: list[str]) -> Scoring:
+    """Load the truth and the run's newest rows, and choose what to score (see :func:`evaluate`)."""
     mode, docs = load_truth(truth, warnings)
     outcomes = read_outcomes(results)
     name = choose_schema(mode, docs, outcomes, schema)
@@ -154,16 +173,23 @@ def evaluate(truth: Path, results: Path, schema: str | None = None) -> EvalRepor
     skipped = sum(1 for d in docs if d.schema not in (None, name))
     if not selected:
         raise EvalError(f"no ground truth for schema {name!r} in {truth}")
-    index = ResultIndex.build(outcomes, name)
-    scorer = Scorer(plan)
+    return Scoring(name, mode, plan, selected, skipped, ResultIndex.build(outcomes, name))
+
+
+def evaluate(truth: Path, results: Path, schema: str | None = None) -> EvalReport:
+    """Score the run output in ``results`` against the ground truth in ``truth`` (see :mod:`pipeline.evaluate`)."""
+    truth, results = Path(truth), Path(results)
+    warnings: list[str] = []
+    s = prepare(truth, results, schema, warnings)
+    name, mode, index = s.name, s.mode, s.index
+    scorer = Scorer(s.plan)
     documents: list[DocResult] = []
-    for doc in selected:
-        outcome = index.find(doc, warnings)
+    for doc, outcome, t, pred in s.pairs(warnings):
         status, error_type = _status(outcome)
-        pred = view(plan, outcome.row) if outcome is not None and status == "matched" else empty_view(plan)
-        wrong = scorer.add(view(plan, doc.data), pred)
+        wrong = scorer.add(t, pred)
         doc_id = outcome.row["doc_id"] if outcome else doc.doc_id
         documents.append(DocResult(doc.label, doc_id, status, status == "matched" and not wrong, error_type, wrong))
+    skipped = s.skipped
     other = sum(1 for d in documents if d.status == "missing" and d.doc_id in index.other_schema)
     if other:
         warnings.append(f"{other} truth document(s) have rows only under another schema than {name!r}")
