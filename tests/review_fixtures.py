@@ -1,0 +1,146 @@
+"""Trust-layer data for review tests and the README screenshot, written the way the contract says the
+evidence and flagging stages will write it (until they land, we write it ourselves):
+
+- ``OUT/evidence/part-*.parquet``: one row per leaf value (doc_id, field, value, page, x0..y1 as
+  fractions of the upright page, source, grounded, confidence, run_id, run_key, schema_name);
+- ``needs_review`` (bool) and ``review_reasons`` (list<string>, ``"<field path>: <why>"``) on results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.fields import leaf_values
+
+EVIDENCE_SCHEMA = pa.schema([
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("field", pa.string(), nullable=False),
+    pa.field("value", pa.string()),
+    pa.field("page", pa.int32()),
+    pa.field("x0", pa.float64()),
+    pa.field("y0", pa.float64()),
+    pa.field("x1", pa.float64()),
+    pa.field("y1", pa.float64()),
+    pa.field("source", pa.string()),
+    pa.field("grounded", pa.bool_()),
+    pa.field("confidence", pa.float64()),
+    pa.field("run_id", pa.string()),
+    pa.field("run_key", pa.string()),
+    pa.field("schema_name", pa.string()),
+])
+META = {"doc_id", "source_path", "doc_kind", "page_count", "pages_used", "raw_json", "warnings", "attempts",
+        "prompt_tokens", "output_tokens", "schema_name", "model", "run_key", "run_id", "extracted_at",
+        "needs_review", "review_reasons"}
+
+
+def result_rows(out: Path) -> list[dict[str, Any]]:
+    """Every results row of an output (all parts)."""
+    rows: list[dict[str, Any]] = []
+    for part in sorted((out / "results").glob("part-*.parquet")):
+        rows.extend(pq.read_table(part).to_pylist())
+    return rows
+
+
+def leaves(row: dict[str, Any]) -> list[tuple[str, Any]]:
+    return leaf_values({k: v for k, v in row.items() if k not in META})
+
+
+def evidence(row: dict[str, Any], field: str, page: int | None = None, box: Iterable[float] | None = None,
+             grounded: bool | None = None, confidence: float = 0.95, source: str | None = "text_layer") -> dict[str, Any]:
+    """One evidence row for ``field`` of results row ``row`` (no page or box: not found on the page)."""
+    value = dict(leaves(row)).get(field)
+    x0, y0, x1, y1 = box if box is not None else (None, None, None, None)
+    found = page is not None and box is not None
+    return {"doc_id": row["doc_id"], "field": field, "value": None if value is None else str(value), "page": page,
+            "x0": x0, "y0": y0, "x1": x1, "y1": y1, "source": source if found else None,
+            "grounded": found if grounded is None else grounded, "confidence": confidence,
+            "run_id": row["run_id"], "run_key": row["run_key"], "schema_name": row["schema_name"]}
+
+
+def write_evidence(out: Path, rows: list[dict[str, Any]], name: str | None = None) -> Path:
+    """``rows`` as one evidence part (named after the first row's run_id unless ``name`` is given)."""
+    path = out / "evidence" / (name or f"part-{rows[0]['run_id']}-00000.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=EVIDENCE_SCHEMA), path)
+    return path
+
+
+def add_review_columns(out: Path, reasons: dict[str, list[str]]) -> None:
+    """Rewrite every results part with ``needs_review`` / ``review_reasons`` (doc_id -> its reasons)."""
+    for part in sorted((out / "results").glob("part-*.parquet")):
+        t = pq.read_table(part)
+        ids = t.column("doc_id").to_pylist()
+        t = t.append_column("needs_review", pa.array([bool(reasons.get(d)) for d in ids], pa.bool_()))
+        t = t.append_column("review_reasons", pa.array([reasons.get(d, []) for d in ids], pa.list_(pa.string())))
+        pq.write_table(t, part)
+
+
+# --------------------------------------------------------------------------- locating values on a PDF page
+
+
+def _spellings(value: Any) -> list[str]:
+    """How a value may be printed: as is, and for amounts and dates the usual locale forms."""
+    if isinstance(value, Decimal):
+        q = value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value.normalize()
+        us = f"{q:,}"
+        return [us, us.replace(",", "_").replace(".", ",").replace("_", "."), us.replace(",", "'"), str(q)]
+    if isinstance(value, dt.date):
+        return [value.isoformat(), value.strftime("%d.%m.%Y"), value.strftime("%d/%m/%Y"),
+                value.strftime("%m/%d/%Y"), f"{value.day} {value.strftime('%b %Y')}", f"{value.year}年{value.month}月{value.day}日"]
+    return [str(value)]
+
+
+def locate_in_pdf(pdf: Path, values: list[tuple[str, Any]], pages: int) -> dict[str, tuple[int, tuple[float, ...]]]:
+    """field -> (page, box as page fractions) for each value found in the PDF's text layer (first hit)."""
+    import pymupdf
+
+    found: dict[str, tuple[int, tuple[float, ...]]] = {}
+    with pymupdf.open(pdf) as doc:
+        for field, value in values:
+            if value is None or (isinstance(value, str) and not re.search(r"\w", value)):
+                continue
+            for n in range(min(pages, doc.page_count)):
+                page = doc[n]
+                w, h = page.rect.width, page.rect.height
+                hits = [r for s in _spellings(value) for r in page.search_for(s)]
+                if hits:
+                    r = hits[0]
+                    found[field] = (n + 1, (r.x0 / w, r.y0 / h, r.x1 / w, r.y1 / h))
+                    break
+    return found
+
+
+def ground_pdf_results(out: Path, low: dict[str, float] | None = None) -> dict[str, list[str]]:
+    """Evidence for every results row whose source is a PDF with a text layer, found by searching the
+    text for each value; values not found are flagged ``not found on the page``, and fields in ``low``
+    get that confidence and a ``low confidence`` flag.  Writes the evidence part and the review columns;
+    returns the reasons by doc_id."""
+    rows, reasons = [], {}
+    for row in result_rows(out):
+        values = leaves(row)
+        path = Path(row["source_path"])
+        located = locate_in_pdf(path, values, row["pages_used"] or 1) if path.suffix == ".pdf" else {}
+        if not located:  # no text layer (a scan): nothing to ground against here
+            continue
+        why = []
+        for field, value in values:
+            conf = (low or {}).get(field, 0.97)
+            hit = located.get(field)
+            rows.append(evidence(row, field, *(hit or (None, None)), confidence=conf if hit else 0.62))
+            if value is not None and hit is None:
+                why.append(f"{field}: not found on the page")
+            elif conf < 0.5:
+                why.append(f"{field}: low confidence {conf:.2f}")
+        reasons[row["doc_id"]] = why
+    if rows:
+        write_evidence(out, rows)
+    add_review_columns(out, reasons)
+    return reasons
