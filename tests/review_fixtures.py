@@ -9,8 +9,10 @@ evidence and flagging stages will write it (until they land, we write it ourselv
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,65 @@ def ground_pdf_results(out: Path, low: dict[str, float] | None = None) -> dict[s
         write_evidence(out, rows)
     add_review_columns(out, reasons)
     return reasons
+
+
+# --------------------------------------------------------------------------- a small reviewed output
+
+XSS = "<script>document.title='pwned'</script><img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+PAGE_COLOUR = (255, 244, 190)  # the fixture page's background: easy to find in a screenshot
+INVOICE_BOX = (0.10, 0.05, 0.40, 0.10)  # where invoice_number is printed on the fixture page
+TOTAL_BOX = (0.55, 0.80, 0.90, 0.86)  # where total is printed
+REASONS = ["total: low confidence 0.41", "vendor.name: not found on the page",
+           "line_items[1]: quantity times unit price is not the amount", "document: two pages look alike"]
+
+
+@dataclass
+class Sample:
+    inputs: Path
+    out: Path
+    ids: dict[str, str]  # file name -> doc_id
+    answers: dict[str, Any]  # doc_id -> scripted answer
+
+
+def _page_png(path: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    w, h = 600, 800
+    img = Image.new("RGB", (w, h), PAGE_COLOUR)
+    d = ImageDraw.Draw(img)
+    for x0, y0, x1, y1 in (INVOICE_BOX, TOTAL_BOX):  # dark bars where the values are "printed"
+        d.rectangle([x0 * w + 6, y0 * h + 6, x1 * w - 6, y1 * h - 6], fill=(60, 60, 60))
+    img.save(path, "PNG")
+    return path
+
+
+def make_sample(root: Path) -> Sample:
+    """An output with one flagged result (a PNG page, evidence boxes, a value holding markup), one
+    clean result (a PDF), a validate failure with raw output and a discover failure; run with the
+    scripted engine, then given evidence rows and review columns as the trust layer will write them."""
+    from pipeline.runner import run_job
+    from tests.conftest import invoice_truth, small_config, write_pdf
+    from tests.scripted_engine import ScriptedEngine
+
+    inputs, out = root / "in", root / "out"
+    inputs.mkdir(parents=True)
+    flagged = invoice_truth(1)
+    flagged["vendor"]["name"] = XSS
+    files = {"flagged.png": _page_png(inputs / "flagged.png"), "clean.pdf": write_pdf(inputs / "clean.pdf", text="Clean"),
+             "garbled.png": _page_png(inputs / "garbled.png")}
+    files["garbled.png"].write_bytes(files["garbled.png"].read_bytes() + b"\0")  # other bytes, another doc_id
+    (inputs / "notes.pdf").write_text("a text file, not a PDF\n")
+    ids = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()}
+    answers: dict[str, Any] = {ids["flagged.png"]: flagged, ids["clean.pdf"]: invoice_truth(2),
+                               ids["garbled.png"]: "{\"invoice_number\": <b>oops</b>"}
+    run_job([str(inputs)], out, small_config(), engine=ScriptedEngine(answers))
+    rows = {r["doc_id"]: r for r in result_rows(out)}
+    f, c = rows[ids["flagged.png"]], rows[ids["clean.pdf"]]
+    write_evidence(out, [
+        evidence(f, "invoice_number", 1, INVOICE_BOX, confidence=0.98),
+        evidence(f, "total", 1, TOTAL_BOX, confidence=0.41, source="ocr"),
+        evidence(f, "vendor.name", confidence=0.3),
+        evidence(c, "invoice_number", 1, (0.12, 0.07, 0.5, 0.1)),
+    ])
+    add_review_columns(out, {ids["flagged.png"]: REASONS})
+    return Sample(inputs, out, ids, answers)
