@@ -91,32 +91,50 @@ def add_review_columns(out: Path, reasons: dict[str, list[str]]) -> None:
 def _spellings(value: Any) -> list[str]:
     """How a value may be printed: as is, and for amounts and dates the usual locale forms."""
     if isinstance(value, Decimal):
-        q = value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value.normalize()
-        us = f"{q:,}"
-        return [us, us.replace(",", "_").replace(".", ",").replace("_", "."), us.replace(",", "'"), str(q)]
+        plain = value.normalize()
+        plain = plain.quantize(Decimal(1)) if isinstance(plain.as_tuple().exponent, int) and plain.as_tuple().exponent > 0 else plain
+        cents = [value.quantize(Decimal("0.01"))] if value == value.quantize(Decimal("0.01")) else []
+        forms = []
+        for q in [*cents, plain]:
+            us = f"{q:,}"
+            forms += [us, us.replace(",", "_").replace(".", ",").replace("_", "."), us.replace(",", "'"), f"{q}"]
+        return list(dict.fromkeys(forms))
     if isinstance(value, dt.date):
-        return [value.isoformat(), value.strftime("%d.%m.%Y"), value.strftime("%d/%m/%Y"),
-                value.strftime("%m/%d/%Y"), f"{value.day} {value.strftime('%b %Y')}", f"{value.year}年{value.month}月{value.day}日"]
+        return [value.isoformat(), value.strftime("%d.%m.%Y"), value.strftime("%d/%m/%Y"), value.strftime("%m/%d/%Y"),
+                f"{value.day} {value.strftime('%b %Y')}", f"{value.strftime('%B')} {value.day}, {value.year}",
+                f"{value.day} {value.strftime('%B %Y')}", f"{value.year}年{value.month}月{value.day}日"]
     return [str(value)]
 
 
+def _find_words(words: list[tuple[Any, ...]], text: str) -> tuple[float, float, float, float] | None:
+    """Box (points) of the first run of consecutive words equal to ``text``'s words (edge punctuation aside)."""
+    want = [t.strip(",;:") for t in text.split()]
+    got = [str(w[4]).strip(",;:") for w in words]
+    for i in range(len(got) - len(want) + 1):
+        if got[i:i + len(want)] == want:
+            run = words[i:i + len(want)]
+            return min(w[0] for w in run), min(w[1] for w in run), max(w[2] for w in run), max(w[3] for w in run)
+    return None
+
+
 def locate_in_pdf(pdf: Path, values: list[tuple[str, Any]], pages: int) -> dict[str, tuple[int, tuple[float, ...]]]:
-    """field -> (page, box as page fractions) for each value found in the PDF's text layer (first hit)."""
+    """field -> (page, box as page fractions) for each value found as whole words in the PDF's text
+    layer (first hit; a crude stand-in for the evidence stage, enough for a picture)."""
     import pymupdf
 
     found: dict[str, tuple[int, tuple[float, ...]]] = {}
     with pymupdf.open(pdf) as doc:
-        for field, value in values:
-            if value is None or (isinstance(value, str) and not re.search(r"\w", value)):
-                continue
-            for n in range(min(pages, doc.page_count)):
-                page = doc[n]
-                w, h = page.rect.width, page.rect.height
-                hits = [r for s in _spellings(value) for r in page.search_for(s)]
-                if hits:
-                    r = hits[0]
-                    found[field] = (n + 1, (r.x0 / w, r.y0 / h, r.x1 / w, r.y1 / h))
-                    break
+        page_words = [doc[n].get_text("words") for n in range(min(pages, doc.page_count))]
+        sizes = [(doc[n].rect.width, doc[n].rect.height) for n in range(len(page_words))]
+    for field, value in values:
+        if value is None or (isinstance(value, str) and not re.search(r"\w", value)):
+            continue
+        hit = next(((n, r) for s in _spellings(value) for n, words in enumerate(page_words)
+                    if (r := _find_words(words, s)) is not None), None)
+        if hit is not None:
+            n, (x0, y0, x1, y1) = hit
+            w, h = sizes[n]
+            found[field] = (n + 1, (x0 / w, y0 / h, x1 / w, y1 / h))
     return found
 
 
@@ -134,10 +152,12 @@ def ground_pdf_results(out: Path, low: dict[str, float] | None = None) -> dict[s
             continue
         why = []
         for field, value in values:
+            if value is None:  # not stated: nothing to find
+                continue
             conf = (low or {}).get(field, 0.97)
             hit = located.get(field)
             rows.append(evidence(row, field, *(hit or (None, None)), confidence=conf if hit else 0.62))
-            if value is not None and hit is None:
+            if hit is None:
                 why.append(f"{field}: not found on the page")
             elif conf < 0.5:
                 why.append(f"{field}: low confidence {conf:.2f}")
