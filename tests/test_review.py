@@ -230,3 +230,13 @@ def test_cli(sample: Sample, tmp_path: Path) -> None:
     assert r.stdout.startswith(str(tmp_path / "h" / "index.html")) and "3 of 4 documents: 1 flagged, 2 failed" in r.stdout
     r = run_cli("review", tmp_path / "nothing", "--html", tmp_path / "h2")
     assert r.returncode == 2 and r.stderr.startswith("error: review of") and not (tmp_path / "h2").exists()
+
+
+def test_a_damaged_evidence_part_costs_its_boxes_not_the_report(sample: Sample, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(sample.out, out)
+    (out / "evidence" / "part-zz-00000.parquet").write_bytes(b"PAR1 not parquet")
+    w = write_review(out, tmp_path / "h")
+    assert w.documents == 4
+    assert "evidence part left out" in (tmp_path / "h" / "index.html").read_text()
+    assert 'class="box' in _doc(tmp_path / "h", sample.ids["flagged.png"])  # the good part still counts

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -63,16 +64,10 @@ def test_dom_after_scripts(page: tuple[Sample, Path], tmp_path: Path) -> None:
 def _bbox(img: Image.Image, colour: tuple[int, int, int], tol: int, within: tuple[int, int, int, int]) -> tuple[int, ...]:
     """Bounding box (x0, y0, x1, y1 exclusive) of the pixels near ``colour`` inside ``within``."""
     x0, y0, x1, y1 = within
-    px = img.load()
-    xs, ys = [], []
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            p = px[x, y]
-            if all(abs(p[i] - colour[i]) <= tol for i in range(3)):
-                xs.append(x)
-                ys.append(y)
-    assert xs, f"no pixel of colour {colour} in {within}"
-    return min(xs), min(ys), max(xs) + 1, max(ys) + 1
+    px = np.asarray(img, dtype=np.int16)[y0:y1, x0:x1]
+    ys, xs = np.nonzero((np.abs(px - np.array(colour, dtype=np.int16)) <= tol).all(axis=2))
+    assert len(xs), f"no pixel of colour {colour} in {within}"
+    return x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -93,3 +88,26 @@ def test_boxes_drawn_over_the_evidence(page: tuple[Sample, Path], tmp_path: Path
         want = (sheet[0] + box[0] * w, sheet[1] + box[1] * h, sheet[0] + box[2] * w, sheet[1] + box[3] * h)
         got = _bbox(img, _rgb(colour), 40, sheet)
         assert all(abs(g - e) <= 3 for g, e in zip(got, want, strict=True)), (colour, got, want)
+
+
+def _has_colour(img: Image.Image, colour: tuple[int, int, int], within: tuple[int, int, int, int]) -> bool:
+    try:
+        _bbox(img, colour, 20, within)
+    except AssertionError:
+        return False
+    return True
+
+
+def test_a_link_to_a_box_highlights_it_without_script(page: tuple[Sample, Path], tmp_path: Path) -> None:
+    """A field's row links to its box (#b<n>); the box jumped to is outlined by CSS alone (:target)."""
+    _, doc = page
+    href = re.search(r'<tr id="f(\d+)"[^>]*data-field="total"', doc.read_text())
+    assert href is not None
+    left = (0, 0, WIDTH * 3 // 5, HEIGHT)
+    plain, jumped = tmp_path / "plain.png", tmp_path / "jumped.png"
+    chromium(tmp_path, f"--screenshot={plain}", doc.as_uri())
+    chromium(tmp_path, f"--screenshot={jumped}", doc.as_uri() + f"#b{href.group(1)}")
+    from pipeline.review.assets import HIGHLIGHT_COLOUR
+
+    assert not _has_colour(Image.open(plain).convert("RGB"), _rgb(HIGHLIGHT_COLOUR), left)
+    assert _has_colour(Image.open(jumped).convert("RGB"), _rgb(HIGHLIGHT_COLOUR), left)

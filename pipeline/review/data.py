@@ -98,6 +98,7 @@ class Review:
     failed: int
     has_evidence: bool
     has_flags: bool  # the results carry review columns (an output from before the trust layer does not)
+    skipped: list[str] = field(default_factory=list)  # evidence parts that could not be read, with why
 
 
 def reason_field(reason: str) -> str | None:
@@ -134,15 +135,18 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, dt.datetime | dt.date) else (None if value is None else str(value))
 
 
-def read_evidence(out_dir: Path) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], bool]:
-    """Evidence rows by (doc_id, run_id), and whether the output has an evidence table at all."""
+def read_evidence(out_dir: Path, skipped: list[str]) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], bool]:
+    """Evidence rows by (doc_id, run_id), and whether the output has an evidence table at all.  A part
+    that cannot be read costs its boxes, not the report: it is appended, with the reason, to ``skipped``."""
     parts = store.table_parts(out_dir, EVIDENCE)
     by_doc: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for part in parts:
         try:
             rows = store.read_part(part).to_pylist()
         except (pa.ArrowInvalid, OSError) as e:
-            raise CouldNotStart(f"cannot read {part}: {e}") from e
+            log.warning("evidence part %s skipped: %s", part, e)
+            skipped.append(f"{part}: {e}")
+            continue
         for r in rows:
             if r.get("doc_id") and r.get("field"):
                 by_doc.setdefault((r["doc_id"], r.get("run_id") or ""), []).append(r)
@@ -242,7 +246,8 @@ def load_review(out_dir: Path | str, only_flagged: bool = False) -> Review:
         raise CouldNotStart(str(e).replace("results directory", "output")) from e
     if not current and not store.table_parts(out, "results") and not store.table_parts(out, "failures"):
         raise CouldNotStart(f"{out} has no results/ or failures/ parts: not a docextract output")
-    evidence, has_evidence = read_evidence(out)
+    skipped: list[str] = []
+    evidence, has_evidence = read_evidence(out, skipped)
     docs = [_result_view(o.row, evidence) if o.kind == "result" else _failure_view(o.row) for o in current.values()]
     has_flags = any(TRUST_COLUMNS & o.row.keys() for o in current.values() if o.kind == "result")
     counts = {s: sum(1 for d in docs if d.status == s) for s in ORDER}
@@ -250,4 +255,4 @@ def load_review(out_dir: Path | str, only_flagged: bool = False) -> Review:
     if only_flagged:
         docs = [d for d in docs if d.status != "ok"]
     docs.sort(key=lambda d: (ORDER[d.status], d.source_path, d.doc_id))
-    return Review(docs, total, counts["flagged"], counts["failed"], has_evidence, has_flags)
+    return Review(docs, total, counts["flagged"], counts["failed"], has_evidence, has_flags, skipped)

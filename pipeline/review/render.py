@@ -84,6 +84,7 @@ def index_html(review: Review, info: IndexInfo) -> str:
     if not review.has_flags:
         notes.append("These results carry no review flags (an output written before needs_review existed): "
                      "nothing is marked for review.")
+    notes += [f"evidence part left out (its boxes are missing): {s}" for s in review.skipped]
     if not review.has_evidence:
         notes.append("This output has no evidence table: values are shown without boxes on the pages.")
     shown = "flagged results and failures only (--only-flagged)" if info.only_flagged else "every document"
