@@ -32,7 +32,7 @@ dl.meta{{display:flex;flex-wrap:wrap;gap:2px 18px;margin:6px 0 0;font-size:12.5p
 dl.meta div{{display:flex;gap:6px}}
 dl.meta dt{{color:#59636e}}
 dl.meta dd{{margin:0;word-break:break-all}}
-.badge{{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}}
+.badge{{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}}
 .badge.failed{{background:#6e7781}}
 .badge.flagged{{background:{FLAG_COLOUR}}}
 .badge.ok{{background:#1a7f37}}

@@ -131,8 +131,12 @@ def show_value(value: Any) -> str | None:
     return str(value)
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else (None if value is None else str(value))
+def _when(value: Any) -> str | None:
+    """A row's timestamp as people read it: UTC, to the second."""
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC) if value.tzinfo is not None else value
+        return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo is not None else "")
+    return None if value is None else str(value)
 
 
 def read_evidence(out_dir: Path, skipped: list[str]) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], bool]:
@@ -201,7 +205,7 @@ def _result_view(row: dict[str, Any], evidence: dict[tuple[str, str], list[dict[
         doc_kind=row.get("doc_kind"),
         page_count=row.get("page_count"),
         pages_used=row.get("pages_used"),
-        when=_iso(row.get("extracted_at")),
+        when=_when(row.get("extracted_at")),
         warnings=[str(w) for w in (row.get("warnings") or [])],
         reasons=reasons,
         fields=_field_rows(row, ev, reasons),
@@ -220,7 +224,7 @@ def _failure_view(row: dict[str, Any]) -> DocView:
         doc_kind=row.get("doc_kind"),
         page_count=row.get("page_count"),
         pages_used=None,
-        when=_iso(row.get("failed_at")),
+        when=_when(row.get("failed_at")),
         warnings=[str(w) for w in (row.get("warnings") or [])],
         failure=FailureInfo(
             stage=str(row.get("stage") or ""),
