@@ -174,6 +174,7 @@ XSS = "<script>document.title='pwned'</script><img src=x onerror=\"document.body
 PAGE_COLOUR = (255, 244, 190)  # the fixture page's background: easy to find in a screenshot
 INVOICE_BOX = (0.10, 0.05, 0.40, 0.10)  # where invoice_number is printed on the fixture page
 TOTAL_BOX = (0.55, 0.80, 0.90, 0.86)  # where total is printed
+CLEAN_BOX = (0.12, 0.07, 0.5, 0.1)  # invoice_number of clean.pdf, on its second page
 REASONS = ["total: low confidence 0.41", "vendor.name: not found on the page",
            "line_items[1]: quantity times unit price is not the amount", "document: two pages look alike"]
 
@@ -210,7 +211,7 @@ def make_sample(root: Path) -> Sample:
     inputs.mkdir(parents=True)
     flagged = invoice_truth(1)
     flagged["vendor"]["name"] = XSS
-    files = {"flagged.png": _page_png(inputs / "flagged.png"), "clean.pdf": write_pdf(inputs / "clean.pdf", text="Clean"),
+    files = {"flagged.png": _page_png(inputs / "flagged.png"), "clean.pdf": write_pdf(inputs / "clean.pdf", pages=2, text="Clean"),
              "garbled.png": _page_png(inputs / "garbled.png")}
     files["garbled.png"].write_bytes(files["garbled.png"].read_bytes() + b"\0")  # other bytes, another doc_id
     (inputs / "notes.pdf").write_text("a text file, not a PDF\n")
@@ -224,7 +225,8 @@ def make_sample(root: Path) -> Sample:
         evidence(f, "invoice_number", 1, INVOICE_BOX, confidence=0.98),
         evidence(f, "total", 1, TOTAL_BOX, confidence=0.41, source="ocr"),
         evidence(f, "vendor.name", confidence=0.3),
-        evidence(c, "invoice_number", 1, (0.12, 0.07, 0.5, 0.1)),
+        evidence(c, "invoice_number", 2, CLEAN_BOX),
+        evidence(c, "vendor.name", 5, (0.1, 0.1, 0.2, 0.2)),  # a page that is not rendered: said, not drawn
     ])
     add_review_columns(out, {ids["flagged.png"]: REASONS})
     return Sample(inputs, out, ids, answers)

@@ -18,7 +18,18 @@ from pipeline.review.render import doc_file
 from pipeline.runner import run_job
 from tests.conftest import invoice_truth, small_config
 from tests.helpers import run_cli
-from tests.review_fixtures import INVOICE_BOX, REASONS, TOTAL_BOX, XSS, Sample, evidence, make_sample, result_rows, write_evidence
+from tests.review_fixtures import (
+    CLEAN_BOX,
+    INVOICE_BOX,
+    REASONS,
+    TOTAL_BOX,
+    XSS,
+    Sample,
+    evidence,
+    make_sample,
+    result_rows,
+    write_evidence,
+)
 from tests.scripted_engine import ScriptedEngine
 
 
@@ -183,7 +194,7 @@ def test_output_from_before_the_trust_layer(tmp_path: Path, sample: Sample) -> N
     w = write_review(out, tmp_path / "h")
     index = (tmp_path / "h" / "index.html").read_text()
     assert "no evidence table" in index and "no review flags" in index
-    assert 'class="box' not in _doc(tmp_path / "h", sample.ids["flagged.png"]) and w.images == 3
+    assert 'class="box' not in _doc(tmp_path / "h", sample.ids["flagged.png"]) and w.images == 4
 
 
 def test_html_dir_is_new_or_an_earlier_review(sample: Sample, tmp_path: Path) -> None:
@@ -240,3 +251,14 @@ def test_a_damaged_evidence_part_costs_its_boxes_not_the_report(sample: Sample, 
     assert w.documents == 4
     assert "evidence part left out" in (tmp_path / "h" / "index.html").read_text()
     assert 'class="box' in _doc(tmp_path / "h", sample.ids["flagged.png"])  # the good part still counts
+
+
+def test_boxes_go_on_their_own_page(sample: Sample, report: Path) -> None:
+    text = _doc(report, sample.ids["clean.pdf"])
+    page2 = text[text.index('<figure id="page2">'):]
+    page2 = page2[:page2.index("</figure>")]
+    assert 'id="page1"' in text and 'id="page3"' not in text
+    assert re.findall(r'data-field="([^"]+)" style="([^"]+)"', page2) == [("invoice_number", _style(CLEAN_BOX))]
+    assert 'class="box' not in text[text.index('<figure id="page1">'):text.index('<figure id="page2">')]
+    assert "evidence on page(s) 5, not rendered" in text
+    assert re.search(r'<tr id="f\d+" data-field="vendor.name"><td>vendor.name</td>.*?<td class="num">5</td></tr>', text)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import defaults as D
 from pipeline import fs
 from pipeline.errors import CouldNotStart
 from pipeline.records import Stage
@@ -69,7 +70,7 @@ def _prepare(html_dir: Path) -> None:
 def _images(doc: DocView, source_root: str | None) -> PageImages:
     if doc.failure is not None and doc.failure.stage not in RENDERED_STAGES:
         return PageImages()  # never rasterized (unreadable, corrupt, encrypted...): the message says why
-    pages = doc.pages_used or doc.page_count or 1
+    pages = doc.pages_used or min(doc.page_count or 1, D.MAX_PAGES)  # a failure's: as many as a run would send
     return page_images(doc.doc_id, resolve_source(doc.source_path, source_root), pages)
 
 

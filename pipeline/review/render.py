@@ -149,11 +149,11 @@ def _grounded(f: FieldRow) -> str:
     return "yes" + (f'<div class="muted">{esc(f.source.replace("_", " "))}</div>' if f.source else "")
 
 
-def _field_row(i: int, f: FieldRow) -> str:
+def _field_row(i: int, f: FieldRow, drawn: int) -> str:
     value = '<span class="null">not stated</span>' if f.value is None else esc(f.value)
     reasons = "".join(f'<div class="reason">{esc(r.partition(": ")[2] or r)}</div>' for r in f.reasons)
     name = esc(f.path)
-    if f.box is not None:
+    if f.box is not None and f.page is not None and f.page <= drawn:  # its box is on a page shown
         name = f'<a href="#b{i}">{name}</a>'
     conf = "" if f.confidence is None else f"{f.confidence:.2f}"
     page = "" if f.page is None else str(f.page)
@@ -162,8 +162,8 @@ def _field_row(i: int, f: FieldRow) -> str:
             f'<td class="num">{conf}</td><td>{_grounded(f)}</td><td class="num">{page}</td></tr>')
 
 
-def _fields_table(doc: DocView) -> str:
-    rows = "\n".join(_field_row(i, f) for i, f in enumerate(doc.fields))
+def _fields_table(doc: DocView, drawn: int) -> str:
+    rows = "\n".join(_field_row(i, f, drawn) for i, f in enumerate(doc.fields))
     return (f'<table class="fields"><thead><tr><th>field</th><th>value</th><th>conf.</th>'
             f"<th>grounded</th><th>page</th></tr></thead><tbody>\n{rows}\n</tbody></table>")
 
@@ -223,7 +223,8 @@ def _nav(n: Neighbours) -> str:
 
 
 def doc_html(doc: DocView, images: PageImages, nav: Neighbours) -> str:
-    aside = f"{_failure(doc)}{_flags(doc)}{_list('Warnings', 'note', doc.warnings)}{_fields_table(doc) if doc.fields else ''}"
+    table = _fields_table(doc, len(images.uris)) if doc.fields else ""
+    aside = f"{_failure(doc)}{_flags(doc)}{_list('Warnings', 'note', doc.warnings)}{table}"
     body = f"""<header>{_nav(nav)}<h1>{esc(_name(doc.source_path))} {_badge(doc.status)}</h1>{_meta(doc)}</header>
 <main><div class="layout"><div class="pages">{_pages(doc, images)}</div>
 <aside>{aside}</aside></div></main>"""
