@@ -262,3 +262,11 @@ def test_boxes_go_on_their_own_page(sample: Sample, report: Path) -> None:
     assert 'class="box' not in text[text.index('<figure id="page1">'):text.index('<figure id="page2">')]
     assert "evidence on page(s) 5, not rendered" in text
     assert re.search(r'<tr id="f\d+" data-field="vendor.name"><td>vendor.name</td>.*?<td class="num">5</td></tr>', text)
+
+
+def test_pages_link_to_their_neighbours_in_index_order(sample: Sample, report: Path) -> None:
+    rel = {a["rel"]: a["href"] for a in Elements(_doc(report, sample.ids["flagged.png"])).having("a") if "rel" in a}
+    assert rel["index"] == "../index.html" and rel["next"] == doc_file(sample.ids["clean.pdf"])
+    assert "<h1>notes.pdf" in (report / "docs" / rel["prev"]).read_text()
+    last = {a["rel"] for a in Elements(_doc(report, sample.ids["clean.pdf"])).having("a") if "rel" in a}
+    assert last == {"index", "prev"}

@@ -24,6 +24,7 @@ a{{color:#0969da}}
 header{{padding:12px 20px;background:#fff;border-bottom:1px solid #d0d7de}}
 header h1{{font-size:18px;margin:4px 0;word-break:break-all}}
 nav a{{margin-right:14px}}
+html.no-js .keys{{display:none}}
 main{{padding:12px 20px}}
 .muted{{color:#59636e}}
 .counts span{{display:inline-block;margin-right:18px;font-size:15px}}
@@ -68,6 +69,7 @@ pre{{white-space:pre-wrap;word-break:break-all;background:#f6f8fa;padding:8px;ma
 """
 
 # Hover a row or a box: both light up.  Click a row: its box scrolls into view and stays lit.
+# Keys n / p / i: the next or previous document of the index, or the index (the links in <nav>).
 SCRIPT = """
 (function () {
   var d = document, root = d.documentElement;
@@ -95,6 +97,12 @@ SCRIPT = """
       }
     })(marked[i]);
   }
+  var keys = {n: 'next', p: 'prev', i: 'index'};
+  d.addEventListener('keydown', function (ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || !keys[ev.key]) return;
+    var link = d.querySelector('nav a[rel="' + keys[ev.key] + '"]');
+    if (link) window.location.href = link.href;
+  });
 })();
 """
 

@@ -214,11 +214,12 @@ class Neighbours:
 
 
 def _nav(n: Neighbours) -> str:
-    links = ['<a href="../index.html">index</a>']
+    links = ['<a href="../index.html" rel="index">index</a>']
     if n.prev is not None:
-        links.append(f'<a href="{doc_file(n.prev.doc_id)}">← {esc(_name(n.prev.source_path))}</a>')
+        links.append(f'<a href="{doc_file(n.prev.doc_id)}" rel="prev">← {esc(_name(n.prev.source_path))}</a>')
     if n.next is not None:
-        links.append(f'<a href="{doc_file(n.next.doc_id)}">{esc(_name(n.next.source_path))} →</a>')
+        links.append(f'<a href="{doc_file(n.next.doc_id)}" rel="next">{esc(_name(n.next.source_path))} →</a>')
+    links.append('<span class="muted keys">keys: n next, p previous, i index</span>')
     return "<nav>" + "".join(links) + "</nav>"
 
 
