@@ -397,6 +397,35 @@ def status_cmd(
 
 
 @command(app)
+def review(
+    out: Annotated[Path, typer.Argument(help="Output directory of a run.")],
+    html: Annotated[Path, typer.Option("--html", help="Directory for the report (index.html, docs/).")],
+    only_flagged: Annotated[
+        bool, typer.Option("--only-flagged", help="Only results that need review, and failures.")
+    ] = False,
+    source_root: Annotated[
+        Path | None, typer.Option(help="Read relative source paths under this directory (default: the current one).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A static HTML report to check the extraction: page images with each value's evidence boxed."""
+    from pipeline.review import write_review
+
+    try:
+        w = write_review(out, html, only_flagged, None if source_root is None else str(source_root))
+    except CouldNotStart as e:
+        _fail(f"review of {out}: {e}")
+        return
+    if as_json:
+        print_json({**dataclasses.asdict(w), "index": str(w.index)})
+        return
+    typer.echo(f"{w.index}  ({w.shown} of {w.documents} documents: {w.flagged} flagged, {w.failed} failed; "
+               f"{w.images} page images, {w.bytes / 1e6:.1f} MB in {w.seconds:.1f}s)")
+    if w.without_images:
+        typer.echo(f"{w.without_images} document(s) shown without page images (source not found, changed or unreadable)")
+
+
+@command(app)
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the documents and their ground truth.")],
     count: Annotated[int, typer.Option(help="Number of documents.")] = 100,

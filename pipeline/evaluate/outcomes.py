@@ -8,6 +8,7 @@ last part holding it is its newest; rows written under another schema are set as
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -18,7 +19,7 @@ from pipeline import fs, store
 from pipeline.evaluate.errors import EvalError
 from pipeline.evaluate.truth import TruthDoc
 
-SKIP_COLUMNS = {"raw_json", "warnings", "errors", "raw_output", "message"}  # never needed for scoring
+SKIP_COLUMNS = frozenset({"raw_json", "warnings", "errors", "raw_output", "message"})  # never needed for scoring
 
 
 @dataclass
@@ -30,24 +31,35 @@ class Outcome:
     order: tuple[str, str, int]  # (part name, table, row): larger is newer
 
 
-def _read_part(location: Any) -> list[dict[str, Any]]:
+def _read_part(location: Any, skip: Collection[str]) -> list[dict[str, Any]]:
     try:
-        return store.read_part(location, skip=SKIP_COLUMNS).to_pylist()
+        return store.read_part(location, skip=skip).to_pylist()
     except (pa.ArrowInvalid, OSError) as e:
         raise EvalError(f"cannot read {location}: {e}") from e
 
 
-def read_outcomes(out_dir: Path) -> list[Outcome]:
-    """Every row of ``results/`` and ``failures/``; failures sort before results of the same part."""
+def read_outcomes(out_dir: Path, skip: Collection[str] = SKIP_COLUMNS) -> list[Outcome]:
+    """Every row of ``results/`` and ``failures/`` without the columns in ``skip`` (by default those
+    scoring never needs; ``()`` reads them all); failures sort before results of the same part."""
     if not out_dir.is_dir():
         raise EvalError(f"results directory {out_dir} does not exist")
     outcomes = []
     for table, kind in (("failures", "failure"), ("results", "result")):
         for part in store.table_parts(out_dir, table):
-            for n, row in enumerate(_read_part(part)):
+            for n, row in enumerate(_read_part(part, skip)):
                 if row.get("doc_id"):
                     outcomes.append(Outcome(kind, row, (fs.basename(part), table, n)))
     return outcomes
+
+
+def newest(outcomes: Iterable[Outcome]) -> dict[str, Outcome]:
+    """The current row of each document: its newest outcome (largest ``order``), by doc_id."""
+    by_id: dict[str, Outcome] = {}
+    for o in outcomes:
+        doc_id = o.row["doc_id"]
+        if doc_id not in by_id or o.order > by_id[doc_id].order:
+            by_id[doc_id] = o
+    return by_id
 
 
 def _stem_of(source_path: str | None) -> str | None:
@@ -66,15 +78,9 @@ class ResultIndex:
 
     @classmethod
     def build(cls, outcomes: list[Outcome], schema: str) -> ResultIndex:
-        by_id: dict[str, Outcome] = {}
-        other: set[str] = set()
-        for o in outcomes:
-            doc_id = o.row["doc_id"]
-            if o.row.get("schema_name") not in (None, schema):
-                other.add(doc_id)
-                continue
-            if doc_id not in by_id or o.order > by_id[doc_id].order:
-                by_id[doc_id] = o
+        ours = [o for o in outcomes if o.row.get("schema_name") in (None, schema)]
+        other = {o.row["doc_id"] for o in outcomes if o.row.get("schema_name") not in (None, schema)}
+        by_id = newest(ours)
         by_stem: dict[str, set[str]] = {}
         for doc_id, o in by_id.items():
             stem = _stem_of(o.row.get("source_path"))
