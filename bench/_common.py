@@ -110,7 +110,7 @@ def _fallback_invoice(truths: Iterable[dict[str, Any]]) -> dict[str, Any]:
     for t in truths:
         if "invoice_number" in t:
             return t
-    from tests.conftest import invoice_truth
+    from tests.helpers import invoice_truth
 
     return invoice_truth()
 

@@ -103,7 +103,7 @@ def image_tokens(width: int, height: int) -> int:
 # --------------------------------------------------------------------------- PDF
 
 
-def _scan_image(pdf: Any, page: Any, tw: int, th: int) -> Image.Image | None:
+def scan_image(pdf: Any, page: Any, tw: int, th: int) -> Image.Image | None:
     """A scanned page that is one upright, full-page JPEG, decoded directly instead of rendered.
 
     Only when the result is the same picture: exactly one image, covering the page (within 1%),
@@ -301,7 +301,7 @@ def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedD
                     rect = page.rect
                     src_w, src_h = rect.width * s.dpi / 72.0, rect.height * s.dpi / 72.0
                     tw, th = fit_to_grid(src_w, src_h, s.min_pixels, s.max_pixels)
-                    img = _scan_image(pdf, page, tw, th) if s.direct_scans else None
+                    img = scan_image(pdf, page, tw, th) if s.direct_scans else None
                     if img is None:
                         img = renderer.render(page, i, tw, th)
                 except RasterError as e:

@@ -395,45 +395,9 @@ def build_tiny_qwen25vl(
             )
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    from safetensors.torch import save_file
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tok = _train_tokenizer()
-        ids = _token_ids(tok)
-        tok_vocab = tok.get_vocab_size(with_added_tokens=True)
-        vocab_size = -(-tok_vocab // _VOCAB_MULTIPLE) * _VOCAB_MULTIPLE
-        config = _model_config(vocab_size, ids, max_position_embeddings)
-        state = _random_state_dict(config, seed)
-
-        config.save_pretrained(str(tmp))
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _write_tokenizer_files(tmp, tok, ids, model_max_length=config.text_config.max_position_embeddings)
-        _write_processor_files(tmp)
-        _write_json(
-            tmp / "generation_config.json",
-            {
-                "bos_token_id": ids["<|endoftext|>"],
-                "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
-                "pad_token_id": ids["<|endoftext|>"],
-            },
-        )
-        digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()
-        _write_json(
-            tmp / marker.name,
-            {
-                "builder": "pipeline.tinymodel.build_tiny_qwen25vl",
-                "seed": seed,
-                "max_position_embeddings": max_position_embeddings,
-                "tokenizer_vocab_size": tok_vocab,
-                "config_vocab_size": vocab_size,
-                "special_token_ids": ids,
-                "model_sha256": digest,
-            },
-        )
-        tmp.chmod(0o755)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
+        _write_checkpoint(tmp, seed, max_position_embeddings, marker.name)
         if out.exists():
             if not overwrite and _is_complete(out, seed, max_position_embeddings):
                 # Another process finished the same checkpoint meanwhile.
@@ -451,6 +415,47 @@ def build_tiny_qwen25vl(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_checkpoint(tmp: Path, seed: int, max_position_embeddings: int, marker_name: str) -> None:
+    """Every file of the checkpoint into ``tmp``: config, random weights, tokenizer, processor, marker."""
+    from safetensors.torch import save_file
+
+    tok = _train_tokenizer()
+    ids = _token_ids(tok)
+    tok_vocab = tok.get_vocab_size(with_added_tokens=True)
+    vocab_size = -(-tok_vocab // _VOCAB_MULTIPLE) * _VOCAB_MULTIPLE
+    config = _model_config(vocab_size, ids, max_position_embeddings)
+    state = _random_state_dict(config, seed)
+
+    config.save_pretrained(str(tmp))
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    _write_tokenizer_files(tmp, tok, ids, model_max_length=config.text_config.max_position_embeddings)
+    _write_processor_files(tmp)
+    _write_json(
+        tmp / "generation_config.json",
+        {
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+    )
+    digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()
+    _write_json(
+        tmp / marker_name,
+        {
+            "builder": "pipeline.tinymodel.build_tiny_qwen25vl",
+            "seed": seed,
+            "max_position_embeddings": max_position_embeddings,
+            "tokenizer_vocab_size": tok_vocab,
+            "config_vocab_size": vocab_size,
+            "special_token_ids": ids,
+            "model_sha256": digest,
+        },
+    )
+    tmp.chmod(0o755)
+    for path in tmp.iterdir():
+        path.chmod(0o644)
 
 
 def _is_complete(out: Path, seed: int, max_position_embeddings: int) -> bool:

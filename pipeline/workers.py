@@ -7,8 +7,8 @@ the PDF library, memory limit) costs only its own row: the worker is replaced
 and the run goes on.
 
 What travels back: the pixels through a shared-memory block per worker (a Linux
-``memfd`` whose descriptor is passed over the worker's socket), and the rest of the
-``RasterizedDoc`` pickled.  The worker copies each RGB page into the block (one
+``memfd`` whose descriptor is passed over the worker's socket; ``pipeline/pageblock.py``), and the
+rest of the ``RasterizedDoc`` pickled.  The worker copies each RGB page into the block (one
 copy, ~0.8 ms for a 1.2 MP page) and the parent copies it out into its own image
 (~0.6 ms); pickling the same page cost 13-16 ms across both processes (bench/raster.py).
 The block is reused: the parent has copied a document's pages out before it sends the
@@ -19,18 +19,15 @@ is left behind when a worker is killed.
 
 from __future__ import annotations
 
-import mmap
 import multiprocessing as mp
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from PIL import Image
-
 from pipeline.errors import CouldNotStart, RasterError
+from pipeline.pageblock import BLOCK_BYTES, PageBlock
 from pipeline.rasterize import RasterSettings, rasterize
 from pipeline.records import Document, ErrorType, RasterizedDoc
 
@@ -73,99 +70,6 @@ def encode_outcome(o: Outcome) -> tuple[Document, Payload]:
 
 def decode_outcome(o: tuple[Document, Payload]) -> Outcome:
     return o[0], decode_result(o[1])
-
-
-BLOCK_BYTES = 32 << 20  # a page block's resting size (sparse until written); grown for big documents
-_ALIGN = 64
-
-
-@dataclass(frozen=True, slots=True)
-class _InBlock:
-    """Stands in for a page image while the page travels: its pixels are in the worker's block."""
-
-    offset: int
-    size: tuple[int, int]
-
-
-def _aligned(n: int) -> int:
-    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-class PageBlock:
-    """One worker's shared pixel block (``memfd``): the worker writes a document's RGB pages in,
-    the parent copies them out before it sends the next document."""
-
-    def __init__(self, fd: int, resting: int = BLOCK_BYTES):
-        self.fd = fd
-        self.resting = resting
-        self.mm: mmap.mmap | None = None
-
-    @staticmethod
-    def create(resting: int = BLOCK_BYTES) -> PageBlock | None:
-        if not hasattr(os, "memfd_create"):
-            return None
-        fd = -1
-        try:
-            fd = os.memfd_create("docextract-pages", os.MFD_CLOEXEC)
-            os.ftruncate(fd, resting)
-        except OSError:
-            if fd >= 0:
-                os.close(fd)
-            return None
-        return PageBlock(fd, resting)
-
-    def _map(self, need: int) -> mmap.mmap:
-        if self.mm is None or len(self.mm) < need:
-            if self.mm is not None:
-                self.mm.close()
-            self.mm = mmap.mmap(self.fd, os.fstat(self.fd).st_size)
-        return self.mm
-
-    def put(self, out: RasterizedDoc) -> None:
-        """Worker side: move the RGB pages' pixels into the block (pages it cannot take stay pickled)."""
-        import numpy as np
-
-        pages = [p for p in out.pages if isinstance(p.image, Image.Image) and p.image.mode == "RGB"]
-        need = sum(_aligned(p.image.width * p.image.height * 3) for p in pages)
-        if not pages:
-            return
-        have = os.fstat(self.fd).st_size
-        want = max(self.resting, need)
-        if have < need or have > want:  # grow for a big document; give the memory back after one
-            if self.mm is not None:
-                self.mm.close()
-                self.mm = None
-            os.ftruncate(self.fd, want)
-        mm = self._map(need)
-        offset = 0
-        for p in pages:
-            w, h = p.image.size
-            dst = np.frombuffer(mm, dtype=np.uint8, count=w * h * 3, offset=offset).reshape(h, w, 3)
-            dst[...] = np.asarray(p.image)
-            del dst
-            p.image = _InBlock(offset, (w, h))  # type: ignore[assignment]
-            offset += _aligned(w * h * 3)
-
-    def take(self, out: RasterizedDoc) -> None:
-        """Parent side: replace the placeholders with images of their own (copied out of the block)."""
-        refs = [p for p in out.pages if isinstance(p.image, _InBlock)]
-        if not refs:
-            return
-        end = max(r.image.offset + r.image.size[0] * r.image.size[1] * 3 for r in refs)  # type: ignore[union-attr,attr-defined]
-        view = memoryview(self._map(end))
-        try:
-            for p in refs:
-                ref: _InBlock = p.image  # type: ignore[assignment]
-                n = ref.size[0] * ref.size[1] * 3
-                p.image = Image.frombytes("RGB", ref.size, view[ref.offset : ref.offset + n])
-        finally:
-            view.release()
-
-    def close(self) -> None:
-        if self.mm is not None:
-            self.mm.close()
-            self.mm = None
-        os.close(self.fd)
 
 
 def _worker_main(
@@ -382,77 +286,112 @@ class RasterPool:
         return nw, queued
 
     def imap(self, docs: Iterable[Document]) -> Iterator[Outcome]:
-        pending = iter(docs)
-        retry: deque[Document] = deque()  # queued behind a document that killed its worker
-        exhausted = False
-        idle_deaths = 0  # workers found dead without a document to blame, since the last result
+        """(document, pages or error) for every document in ``docs``, in the order they finish."""
+        yield from _Stream(self, docs).run()
 
-        def next_doc() -> Document | None:
-            nonlocal exhausted
-            if retry:
-                return retry.popleft()
-            if exhausted:
-                return None
-            doc = next(pending, None)
-            if doc is None:
-                exhausted = True
-            return doc
 
-        def replace_idle(w: _Worker) -> _Worker:
-            nonlocal idle_deaths
-            idle_deaths += 1
-            if idle_deaths > 2 * self.n + 2:
-                raise RuntimeError(
-                    f"rasterizing processes keep dying before they are given a document "
-                    f"(last exit code {w.proc.exitcode}): see the log above; check memory limits"
-                )
-            return self._replace(w)[0]
+class _Stream:
+    """One ``RasterPool.imap``: feeds the pool's workers and judges them (answered, crashed, timed out)."""
 
-        def feed() -> None:
-            # Fill every worker to one document before any gets a second: spreads a short tail.
-            for depth in range(1, DEPTH + 1):
-                for i in range(len(self.workers)):
-                    w = self.workers[i]
-                    if len(w.queue) >= depth:
-                        continue
-                    doc = next_doc()
-                    if doc is None:
-                        return
-                    if not w.queue and not w.proc.is_alive():  # died while idle (OOM killer, say)
-                        w = replace_idle(w)
-                    try:
-                        w.send(doc)
-                    except (BrokenPipeError, OSError):
-                        retry.appendleft(doc)
-                        if not w.queue:
-                            replace_idle(w)  # nothing of ours in it: replace now
-                        return  # else its sentinel reports it, blaming its current document
+    def __init__(self, pool: RasterPool, docs: Iterable[Document]):
+        self.pool = pool
+        self.pending = iter(docs)
+        self.retry: deque[Document] = deque()  # queued behind a document that killed its worker
+        self.exhausted = False
+        self.idle_deaths = 0  # workers found dead without a document to blame, since the last result
 
-        def results(w: _Worker, out: list[Outcome]) -> None:
-            """Every answer ``w`` has already sent (it may have answered, then died on its next document)."""
-            nonlocal idle_deaths
-            while w.queue:
-                try:
-                    if not w.conn.poll(0):
-                        return
-                    msg = w.conn.recv()
-                except (EOFError, OSError):
-                    return
-                if msg == READY:
+    def next_doc(self) -> Document | None:
+        if self.retry:
+            return self.retry.popleft()
+        if self.exhausted:
+            return None
+        doc = next(self.pending, None)
+        if doc is None:
+            self.exhausted = True
+        return doc
+
+    def replace_idle(self, w: _Worker) -> _Worker:
+        self.idle_deaths += 1
+        if self.idle_deaths > 2 * self.pool.n + 2:
+            raise RuntimeError(
+                f"rasterizing processes keep dying before they are given a document "
+                f"(last exit code {w.proc.exitcode}): see the log above; check memory limits"
+            )
+        return self.pool._replace(w)[0]
+
+    def feed(self) -> None:
+        # Fill every worker to one document before any gets a second: spreads a short tail.
+        workers = self.pool.workers
+        for depth in range(1, DEPTH + 1):
+            for i in range(len(workers)):
+                w = workers[i]
+                if len(w.queue) >= depth:
                     continue
-                idle_deaths = 0
-                result = decode_result(msg)
-                out.append((w.receive(None if isinstance(result, RasterError) else result), result))
-
-        feed()
-        while True:
-            busy = [w for w in self.workers if w.queue]
-            if not busy:
-                if exhausted and not retry:
+                doc = self.next_doc()
+                if doc is None:
                     return
-                feed()
+                if not w.queue and not w.proc.is_alive():  # died while idle (OOM killer, say)
+                    w = self.replace_idle(w)
+                try:
+                    w.send(doc)
+                except (BrokenPipeError, OSError):
+                    self.retry.appendleft(doc)
+                    if not w.queue:
+                        self.replace_idle(w)  # nothing of ours in it: replace now
+                    return  # else its sentinel reports it, blaming its current document
+
+    def results(self, w: _Worker, out: list[Outcome]) -> None:
+        """Every answer ``w`` has already sent (it may have answered, then died on its next document)."""
+        while w.queue:
+            try:
+                if not w.conn.poll(0):
+                    return
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg == READY:
                 continue
-            deadline = min(w.started + self.timeout_s for w in busy)
+            self.idle_deaths = 0
+            result = decode_result(msg)
+            out.append((w.receive(None if isinstance(result, RasterError) else result), result))
+
+    def judge(self, w: _Worker, out: list[Outcome]) -> None:
+        """Collect ``w``'s answers; a worker that died or ran over the time limit costs its current
+        document a row and is replaced, the documents queued behind it go back to the front."""
+        self.results(w, out)
+        if not w.queue:
+            return
+        doc = w.head
+        assert doc is not None
+        if not w.proc.is_alive():
+            self.results(w, out)  # anything sent just before it died
+            if not w.queue:
+                return
+            doc = w.head
+            assert doc is not None
+            code = w.proc.exitcode
+            error = RasterError(
+                ErrorType.WORKER_CRASHED,
+                f"rasterizing process died (exit code {code}); the file may crash the PDF/image library",
+            )
+        elif time.monotonic() - w.started >= self.pool.timeout_s:
+            error = RasterError(ErrorType.TIMEOUT, f"rasterizing took longer than {self.pool.timeout_s:g}s and was stopped")
+        else:
+            return
+        _, queued = self.pool._replace(w)
+        self.retry.extendleft(reversed(queued))
+        out.append((doc, error))
+
+    def run(self) -> Iterator[Outcome]:
+        self.feed()
+        while True:
+            busy = [w for w in self.pool.workers if w.queue]
+            if not busy:
+                if self.exhausted and not self.retry:
+                    return
+                self.feed()
+                continue
+            deadline = min(w.started + self.pool.timeout_s for w in busy)
             waitables: list[object] = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
             wait(waitables, timeout=  # type: ignore[arg-type]
                  max(0.0, deadline - time.monotonic()))
@@ -461,31 +400,8 @@ class RasterPool:
             # no worker may be judged on what was true before that.
             outcomes: list[Outcome] = []
             for w in busy:
-                results(w, outcomes)
-                if not w.queue:
-                    continue
-                doc = w.head
-                assert doc is not None
-                if not w.proc.is_alive():
-                    results(w, outcomes)  # anything sent just before it died
-                    if not w.queue:
-                        continue
-                    doc = w.head
-                    assert doc is not None
-                    code = w.proc.exitcode
-                    _, queued = self._replace(w)
-                    retry.extendleft(reversed(queued))
-                    outcomes.append((doc, RasterError(
-                        ErrorType.WORKER_CRASHED,
-                        f"rasterizing process died (exit code {code}); the file may crash the PDF/image library",
-                    )))
-                elif time.monotonic() - w.started >= self.timeout_s:
-                    _, queued = self._replace(w)
-                    retry.extendleft(reversed(queued))
-                    outcomes.append((doc, RasterError(
-                        ErrorType.TIMEOUT, f"rasterizing took longer than {self.timeout_s:g}s and was stopped"
-                    )))
-            feed()
+                self.judge(w, outcomes)
+            self.feed()
             yield from outcomes
 
 

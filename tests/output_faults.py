@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.conftest import invoice_truth
+from tests.helpers import invoice_truth
 from tests.scripted_engine import ScriptedEngine
 
 # A name that sorts after every real part (run ids start with a UTC timestamp): the newest "part".

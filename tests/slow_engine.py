@@ -2,7 +2,7 @@
 
 import time
 
-from tests.conftest import invoice_truth
+from tests.helpers import invoice_truth
 from tests.scripted_engine import ScriptedEngine
 
 

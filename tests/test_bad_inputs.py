@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pipeline.runner import run_job
-from tests.conftest import invoice_truth, small_config, write_encrypted_pdf, write_image, write_pdf, write_truncated_pdf
+from tests.helpers import invoice_truth, small_config, write_encrypted_pdf, write_image, write_pdf, write_truncated_pdf
 from tests.scripted_engine import ScriptedEngine
 
 

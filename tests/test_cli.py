@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import typer
 
-from pipeline.config import ConfigError, config_toml, load_config, resolve_config
-from tests.helpers import run_cli
+from pipeline.config import config_toml, load_config, resolve_config
+from pipeline.runner import EXIT_COULD_NOT_START
+from tests.helpers import SCRIPTED, q, run_cli, toml_file, write_pdf
 
-SCRIPTED = "tests.scripted_engine:from_truth"
 TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) [\w.]+: ")
 
 
@@ -199,13 +199,13 @@ def test_setup_logging_turns_off_vllms_own_stdout_handler(clean_logging, monkeyp
 def test_a_cpu_smoke_run_with_real_vllm_keeps_stdout_empty(tmp_path):
     """The issue's smoke run: vLLM's own handler wrote ~55 lines to stdout, one warning 26 times."""
     from pipeline.tinymodel import build_tiny_qwen25vl
-    from tests.conftest import write_pdf
+    from tests.helpers import write_pdf
 
     model = build_tiny_qwen25vl(tmp_path / "tiny", seed=0)
     (tmp_path / "in").mkdir()
     for i in range(2):
         write_pdf(tmp_path / "in" / f"a{i}.pdf", text=f"Invoice {i}")
-    cfg = _toml(
+    cfg = toml_file(
         tmp_path,
         "[rasterize]\ndpi = 72\nmax_pixels = 12544\nworkers = 1\n"
         '[engine]\nprofile = "cpu"\ndtype = "float32"\nmax_model_len = 4096\n[sampling]\nmax_tokens = 16\n[run]\nmax_failure_rate = 1.0\n',
@@ -286,95 +286,18 @@ def test_usage_errors_exit_2_with_a_message(tmp_path):
 # ----------------------------------------------------------------------------- configuration
 
 
-def _toml(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "c.toml"
-    p.write_text(text)
-    return p
-
-
-def test_precedence_defaults_file_env_set_flags(tmp_path):
-    path = _toml(tmp_path, "[run]\nbatch_size = 3\nmax_attempts = 4\n[sampling]\nmax_tokens = 99\n")
-    env = {"DOCEXTRACT_RUN__BATCH_SIZE": "64", "DOCEXTRACT_RUN__MAX_ATTEMPTS": "5", "DOCEXTRACT_SCHEMA": "receipt"}
-    sets = ["run.batch_size=100", "engine.extra={enforce_eager = true}", "prompt.system=Be brief."]
-    cfg, sources = resolve_config(path, {"run.batch_size": 7, "engine.model": None}, sets=sets, environ=env)
-    assert cfg.run.batch_size == 7 and sources["run.batch_size"] == "command line"
-    assert cfg.run.max_attempts == 5 and sources["run.max_attempts"] == "env DOCEXTRACT_RUN__MAX_ATTEMPTS"
-    assert cfg.sampling.max_tokens == 99 and sources["sampling.max_tokens"] == f"file {path}"
-    assert cfg.schema_name == "receipt" and cfg.engine.extra == {"enforce_eager": True}
-    assert cfg.prompt.system == "Be brief." and "rasterize.dpi" not in sources  # a default
-    assert load_config(path).run.batch_size == 3  # the environment only when asked for
-
-
-@pytest.mark.parametrize(
-    "raw, key, value",
-    [
-        ("64", "run.batch_size", 64),
-        ("0.2", "run.max_failure_rate", 0.2),
-        ("false", "run.rehash", False),
-        ("123", "engine.model", "123"),  # a text field keeps the text
-        ('"quoted text"', "prompt.system", "quoted text"),
-        ("receipt", "schema", "receipt"),
-        ("{a = 1, b = [1, 2]}", "engine.extra", {"a": 1, "b": [1, 2]}),
-    ],
-)
-def test_values_from_text_parse_as_toml_or_stay_text(raw, key, value):
-    cfg = load_config(sets=[f"{key}={raw}"])
-    got = cfg.model_dump(by_alias=True)
-    for part in key.split("."):
-        got = got[part]
-    assert got == value
-
-
-@pytest.mark.parametrize(
-    "env, message",
-    [
-        ({"DOCEXTRACT_RUN__BATCH_SIZE": "lots"}, "'run.batch_size': Input should be a valid integer"),
-        (
-            {"DOCEXTRACT_RUN__BATCH_SIZ": "8"},
-            "DOCEXTRACT_RUN__BATCH_SIZ: no config key 'run.batch_siz' (did you mean 'run.batch_size'?)",
-        ),
-        (
-            {"DOCEXTRACT_RUN_BATCH_SIZE": "8"},
-            "DOCEXTRACT_RUN_BATCH_SIZE: sections and keys are separated by two underscores "
-            "(did you mean DOCEXTRACT_RUN__BATCH_SIZE?)",
-        ),
-        (
-            {"DOCEXTRACT_SCHEME": "receipt"},
-            "DOCEXTRACT_SCHEME: no top-level config key 'scheme' (did you mean DOCEXTRACT_SCHEMA?)",
-        ),
-    ],
-)
-def test_bad_or_misspelt_variables_are_errors_naming_them(env, message):
-    with pytest.raises(ConfigError) as e:
-        load_config(environ=env)
-    assert message in str(e.value) and next(iter(env)) in str(e.value)
-
-
-def test_documented_non_config_variables_are_ignored():
-    env = {"DOCEXTRACT_VENV_CACHE": "/cache", "DOCEXTRACT_TRUTH_DIR": "/truth", "DOCEXTRACT_SOMETHING_ELSE": "x"}
-    assert load_config(environ=env) == load_config()
-
-
-def test_set_errors():
-    with pytest.raises(ConfigError, match="--set expects key=value"):
-        load_config(sets=["run.batch_size"])
-    with pytest.raises(ConfigError) as e:
-        load_config(sets=["engine.modle=x"])
-    assert str(e.value) == "unknown key 'engine.modle' (from --set engine.modle=x) (did you mean 'engine.model'?)"
-
-
 def test_config_show_toml_round_trips_and_says_where_values_came_from(tmp_path):
-    path = _toml(tmp_path, '[engine]\nmodel = "/models/qwen"\n')
+    path = toml_file(tmp_path, '[engine]\nmodel = "/models/qwen"\n')
     env = {"DOCEXTRACT_RUN__BATCH_SIZE": "64"}
     r = run_cli("config", "show", "-c", path, "--set", "engine.extra={max_loras = 2}", env=env)
     assert r.returncode == 0, r.stderr
     assert f'model = "/models/qwen"  # file {path}' in r.stdout.splitlines()
     assert "batch_size = 64  # env DOCEXTRACT_RUN__BATCH_SIZE" in r.stdout.splitlines()
     assert "extra = {max_loras = 2}  # --set engine.extra" in r.stdout.splitlines()
-    shown = _toml(tmp_path, r.stdout)
+    shown = toml_file(tmp_path, r.stdout)
     expected = resolve_config(path, sets=["engine.extra={max_loras = 2}"], environ=env)[0]
     assert load_config(shown) == expected
-    assert load_config(_toml(tmp_path, config_toml(load_config()))) == load_config()  # the defaults too
+    assert load_config(toml_file(tmp_path, config_toml(load_config()))) == load_config()  # the defaults too
 
 
 def test_config_show_json_and_its_errors(tmp_path):
@@ -386,3 +309,57 @@ def test_config_show_json_and_its_errors(tmp_path):
     bad = run_cli("config", "show", env={"DOCEXTRACT_RUN__BATCH_SIZE": "lots"})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "DOCEXTRACT_RUN__BATCH_SIZE" in bad.stderr and bad.stdout == ""
+
+
+def test_cli_run_inspect_and_stage_split(corpus, tmp_path):
+    env = {"DOCEXTRACT_TRUTH_DIR": str(corpus["dir"])}
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[run]\nbatch_size = 4\n")
+    out = tmp_path / "out"
+    r = run_cli("run", str(corpus["dir"]), "--out", str(out), "-c", str(cfg), "--engine", SCRIPTED, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "5 extracted, 4 failed" in r.stderr
+    r = run_cli("inspect", str(out))
+    assert r.returncode == 0 and "results: 5 rows; failures: 4 rows" in r.stdout and "encrypted" in r.stdout
+    stage = tmp_path / "stage"
+    r = run_cli("rasterize", str(corpus["dir"]), "--out", str(stage), "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "pages kept: 8" in r.stdout and "image tokens" in r.stdout
+    out2 = tmp_path / "out2"
+    r = run_cli("extract", str(stage), "--out", str(out2), "-c", str(cfg), "--engine", SCRIPTED, env=env)
+    assert r.returncode == 0, r.stderr
+    cols = "doc_id, invoice_number, total, pages_used"
+    assert sorted(q(f"SELECT {cols} FROM '{out}/results/*.parquet'")) == sorted(q(f"SELECT {cols} FROM '{out2}/results/*.parquet'"))
+    assert sorted(q(f"SELECT doc_id, error_type FROM '{out}/failures/*.parquet'")) == sorted(
+        q(f"SELECT doc_id, error_type FROM '{out2}/failures/*.parquet'")
+    )
+    # extracting with other pixel settings than the stage was made with: refused, nothing written
+    other = tmp_path / "other.toml"
+    other.write_text("[rasterize]\ndpi = 72\nmax_pixels = 200704\nworkers = 1\n")
+    out3 = tmp_path / "out3"
+    r = run_cli("extract", str(stage), "--out", str(out3), "-c", str(other), "--engine", SCRIPTED, env=env)
+    assert r.returncode == EXIT_COULD_NOT_START, r.stderr
+    assert "max_pixels: stage 50176, config 200704" in r.stderr
+    assert not (out3 / "results").exists()
+
+
+def test_cli_errors_are_clear(tmp_path):
+    r = run_cli("run", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--engine", SCRIPTED)
+    assert r.returncode == EXIT_COULD_NOT_START and "input not found" in r.stderr
+    write_pdf(tmp_path / "a.pdf")
+    r = run_cli("run", str(tmp_path / "a.pdf"), "--out", str(tmp_path / "o"), "--engine", "no.such:thing")
+    assert r.returncode == EXIT_COULD_NOT_START and "cannot import 'no.such'" in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engine]\nmodle = 'x'\n")
+    r = run_cli("run", str(tmp_path / "a.pdf"), "--out", str(tmp_path / "o"), "-c", str(bad))
+    assert r.returncode == EXIT_COULD_NOT_START and "unknown key 'engine.modle'" in r.stderr
+    r = run_cli("schema", "receipt")
+    assert r.returncode == 0 and json.loads(r.stdout)["properties"]["total"]["type"] == "number"
+
+
+def test_engine_that_will_not_load_writes_nothing(corpus, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("run", str(corpus["dir"]), "--out", str(out), "--engine", "tests.scripted_engine:does_not_exist")
+    assert r.returncode == EXIT_COULD_NOT_START and "does_not_exist" in r.stderr
+    assert not (out / "failures").exists() or not any((out / "failures").glob("*.parquet"))
+    assert not (out / "run.json").exists()

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.discover import InputError, discover, sniff
 from pipeline.records import DocKind, ErrorType
-from tests.conftest import write_image, write_pdf, write_tiff
+from tests.helpers import write_image, write_pdf, write_tiff
 from tests.s3_server import s3_server  # noqa: F401  (the session fixture)
 
 

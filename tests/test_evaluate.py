@@ -36,7 +36,7 @@ from pipeline.evaluate import (
     write_report,
 )
 from schemas import Invoice, Receipt
-from tests.conftest import invoice_truth
+from tests.helpers import invoice_truth
 
 INVOICE_FIELDS = [
     "invoice_number", "issue_date", "due_date", "currency", "vendor.name", "vendor.address", "vendor.tax_id",

@@ -14,7 +14,7 @@ import pytest
 from pipeline.errors import CouldNotStart
 from pipeline.records import Generation, Request
 from pipeline.runner import EXIT_OK, EXIT_TOO_MANY_FAILURES, run_job
-from tests.conftest import REPO, invoice_truth, small_config, write_pdf
+from tests.helpers import REPO, invoice_truth, small_config, write_pdf
 from tests.scripted_engine import ScriptedEngine, truth_answers
 
 

@@ -4,12 +4,15 @@ code path through pipeline.fs, without a server."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from pipeline.lease import Lease, LeaseHeld
+from tests.helpers import REPO
 
 
 def test_two_runs_starting_together_one_gets_the_lease(tmp_path):
@@ -39,19 +42,33 @@ def test_two_runs_starting_together_one_gets_the_lease(tmp_path):
         assert not (out / "_state" / "lease.json").exists()
 
 
+HOLD_LEASE = """
+import sys, time
+from pipeline.lease import Lease
+Lease(sys.argv[1], "run-a", ttl_s=0.4, settle_s=0.05).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
 def test_heartbeat_keeps_the_lease_fresh_and_a_dead_run_is_taken_over(tmp_path):
-    a = Lease(str(tmp_path), "run-a", ttl_s=0.4, settle_s=0.05).acquire()
-    first = json.loads((tmp_path / "_state" / "lease.json").read_text())["heartbeat_at"]
-    time.sleep(0.5)  # longer than the ttl: only the heartbeat keeps it alive
-    beat = json.loads((tmp_path / "_state" / "lease.json").read_text())["heartbeat_at"]
-    assert beat > first
-    with pytest.raises(LeaseHeld, match="run-a"):
-        Lease(str(tmp_path), "run-b", ttl_s=0.4, settle_s=0.05).acquire()
-    a._stop.set()  # run-a dies: no more heartbeats (its lease file stays behind)
-    a._thread.join()
+    # run-a is a real process holding the lease; kill -9 ends it without a release (its lease file stays behind)
+    a_proc = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert a_proc.stdout is not None and a_proc.stdout.readline().strip() == "held"
+        first = json.loads((tmp_path / "_state" / "lease.json").read_text())["heartbeat_at"]
+        time.sleep(0.5)  # longer than the ttl: only the heartbeat keeps it alive
+        beat = json.loads((tmp_path / "_state" / "lease.json").read_text())["heartbeat_at"]
+        assert beat > first
+        with pytest.raises(LeaseHeld, match="run-a"):
+            Lease(str(tmp_path), "run-b", ttl_s=0.4, settle_s=0.05).acquire()
+    finally:
+        a_proc.kill()  # run-a dies: no more heartbeats
+        a_proc.wait()
     time.sleep(0.5)
     b = Lease(str(tmp_path), "run-b", ttl_s=0.4, settle_s=0.05).acquire()
     assert json.loads((tmp_path / "_state" / "lease.json").read_text())["run_id"] == "run-b"
+    a = Lease(str(tmp_path), "run-a", ttl_s=0.4, settle_s=0.05)  # run-a's handle, come back late
     a.release()  # a late release of a lease no longer ours leaves the other run's alone
     assert json.loads((tmp_path / "_state" / "lease.json").read_text())["run_id"] == "run-b"
     b.release()

@@ -20,20 +20,8 @@ from pipeline import fs
 from pipeline.errors import CouldNotStart
 from pipeline.runner import run_job
 from pipeline.status import status
-from tests.conftest import invoice_truth, small_config, write_pdf
+from tests.helpers import CORPUS_FAILURES, scripted_config, write_invoices
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
-
-SCRIPTED = "tests.scripted_engine:from_truth"
-BAD = {
-    "truncated.pdf": ("rasterize", "corrupt"),
-    "encrypted.pdf": ("rasterize", "encrypted"),
-    "empty.pdf": ("discover", "empty_file"),
-    "notes.pdf": ("discover", "unsupported_type"),
-}
-
-
-def scripted_config(truth_dir: Path, **over: Any):
-    return small_config(**{"engine.name": SCRIPTED, "engine.options": {"truth_dir": str(truth_dir)}, **over})
 
 
 def read(s3: S3Server, out: str, table: str) -> pa.Table:
@@ -45,17 +33,10 @@ def doc_ids(s3: S3Server, out: str) -> list[str]:
     return read(s3, out, "results").column("doc_id").to_pylist() + read(s3, out, "failures").column("doc_id").to_pylist()
 
 
-def add_invoices(d: Path, start: int, n: int) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        write_pdf(d / f"inv{i}.pdf", pages=1, text=f"Invoice {i}")
-        (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": invoice_truth(i + 1)}))
-
-
 def bucket_job(s3: S3Server, tmp_path: Path, n: int) -> tuple[Path, str, str, Any]:
     """``n`` invoices made locally and uploaded under a fresh prefix: (local dir, prefix, output URI, config)."""
     d = tmp_path / "in"
-    add_invoices(d, 0, n)
+    write_invoices(d, n)
     base = s3.prefix()
     s3.upload_dir(d, f"{base}/in")
     return d, base, f"{base}/out", scripted_config(d)
@@ -77,7 +58,7 @@ def check_corpus_output(s3: S3Server, out: str, corpus: dict[str, Any]) -> None:
             t["invoice_number"], t["vendor"]["name"], Decimal(t["total"]), t["issue_date"]
         )
     failures = read(s3, out, "failures")
-    assert {fs.basename(p): (st, et) for p, st, et in zip(*failures.select(["source_path", "stage", "error_type"]).to_pydict().values())} == BAD
+    assert {fs.basename(p): (st, et) for p, st, et in zip(*failures.select(["source_path", "stage", "error_type"]).to_pydict().values())} == CORPUS_FAILURES
     keys = s3.keys(out)
     assert not [k for k in keys if "/_tmp/" in k]
     parts = [k for k in keys if "/results/" in k or "/failures/" in k]
@@ -102,7 +83,7 @@ def test_resume_and_force_on_s3(s3_server, tmp_path):
     d, base, out, cfg = bucket_job(s3_server, tmp_path, 3)
     first = run_job([f"{base}/in"], out, cfg)
     assert (first.processed, first.succeeded) == (3, 3)
-    add_invoices(d, 3, 2)  # the nightly folder grew
+    write_invoices(d, 2, start=3)  # the nightly folder grew
     s3_server.upload_dir(d, f"{base}/in")
     time.sleep(2.1)  # LastModified has whole seconds: objects younger than 2 s are read, not cached
     second = run_job([f"{base}/in"], out, cfg)
@@ -130,16 +111,6 @@ def test_resume_and_force_on_s3(s3_server, tmp_path):
     moved = out.removeprefix("s3://") + "/_quarantine/results/part-00000000T000000000000Z-junk-0.parquet"
     assert s3_server.fs.get_file_info(moved).size == len(b"PAR1 not really parquet PAR1")
     assert len(doc_ids(s3_server, out)) == 5
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(s3_server) -> Any:
-    """Local Ray started after the S3 variables are set, so its workers inherit them."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.slow

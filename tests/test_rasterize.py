@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from pipeline.discover import identify
-from pipeline.rasterize import RasterError, RasterSettings, fit_to_grid, rasterize
+from pipeline.rasterize import RasterError, RasterSettings, fit_to_grid, rasterize, scan_image
 from pipeline.records import ErrorType
-from tests.conftest import write_encrypted_pdf, write_image, write_pdf, write_tiff, write_truncated_pdf
+from tests.helpers import write_encrypted_pdf, write_image, write_pdf, write_tiff, write_truncated_pdf
 
 S = RasterSettings(dpi=72, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64, max_pages=4)
 
@@ -198,8 +198,6 @@ def test_full_page_jpeg_scans_are_decoded_directly_with_the_same_picture(tmp_pat
 
 
 def test_scan_with_visible_overlay_is_rendered_not_decoded(tmp_path):
-    from pipeline import rasterize as r
-
     doc = doc_for(_scan_pdf(tmp_path / "stamped.pdf", overlay_text="PAID"))
     direct = RasterSettings(max_pixels=1280 * 28 * 28, direct_scans=True)
     render = RasterSettings(max_pixels=1280 * 28 * 28, direct_scans=False)
@@ -209,10 +207,10 @@ def test_scan_with_visible_overlay_is_rendered_not_decoded(tmp_path):
     import pymupdf as m
 
     pdf = m.open(doc.path)
-    assert r._scan_image(pdf, pdf[0], 840, 1176) is None
+    assert scan_image(pdf, pdf[0], 840, 1176) is None
     plain = doc_for(_scan_pdf(tmp_path / "plain.pdf"))
     pdf2 = m.open(plain.path)
-    assert r._scan_image(pdf2, pdf2[0], 840, 1176) is not None
+    assert scan_image(pdf2, pdf2[0], 840, 1176) is not None
 
 
 # --------------------------------------------------------------------------- PDFium renders, PyMuPDF checks

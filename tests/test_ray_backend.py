@@ -15,28 +15,20 @@ import pytest
 from pipeline.backends.ray_backend import ray_backend
 from pipeline.errors import CouldNotStart
 from pipeline.runner import run_job
-from tests.conftest import invoice_truth, small_config, write_image, write_pdf, write_tiff
+from tests.helpers import (
+    SCRIPTED,
+    run_cli,
+    scripted_config,
+    small_config,
+    tiny_config,
+    write_image,
+    write_invoices,
+    write_pdf,
+    write_tiff,
+)
 from tests.raster_faults import faulty
 
 pytestmark = pytest.mark.slow
-
-SCRIPTED = "tests.scripted_engine:from_truth"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Any:
-    """One local Ray instance for the module (2 CPUs, no dashboard)."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
-
-
-def scripted_config(truth_dir: Path, **over: Any):
-    """Small pages, the scripted engine answering with the truth files under ``truth_dir``."""
-    return small_config(**{"engine.name": SCRIPTED, "engine.options": {"truth_dir": str(truth_dir)}, **over})
-
 
 def on_ray(cfg: Any, actors: int = 1, **over: Any) -> Any:
     """``cfg`` with ``backend = "ray"``: ``actors`` engine actors that reserve no CPU (2 CPUs here)."""
@@ -57,11 +49,8 @@ def rows(out: Path | str, value: str = "total") -> list[tuple[Any, ...]]:
 
 
 def small_corpus(d: Path, n: int) -> Path:
-    d.mkdir(parents=True)
-    for i in range(n):
-        write_pdf(d / f"inv{i}.pdf", pages=1 + i % 2, text=f"Invoice {i}")
-        (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": invoice_truth(i + 1)}))
-    return d
+    """``n`` invoices of 1 or 2 pages with their truth files."""
+    return write_invoices(d, n, pages_cycle=2)
 
 
 def test_ray_backend_writes_the_same_rows_as_a_local_run(ray_cluster, corpus, tmp_path):
@@ -152,16 +141,8 @@ def test_engine_that_cannot_load_is_could_not_start(ray_cluster, tmp_path):
     assert not list((tmp_path / "out" / "results").glob("part-*.parquet"))
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from pipeline.tinymodel import build_tiny_qwen25vl
-
-    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny") / "qwen25vl-tiny", seed=0)
-
-
 @pytest.mark.vllm
 def test_real_vllm_engine_in_a_ray_actor(ray_cluster, tiny_model, tmp_path):
-    from tests.test_vllm_engine import tiny_config
     from tests.tiny_schema import TinyDoc
 
     d = tmp_path / "in"
@@ -188,21 +169,13 @@ def test_real_vllm_engine_in_a_ray_actor(ray_cluster, tiny_model, tmp_path):
 
 def test_cli_backend_ray(tmp_path):
     """`docextract run --backend ray` from the shell (its own local Ray instance), same rows as local."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     d = small_corpus(tmp_path / "in", 4)
-    exe = Path(sys.executable).parent / "docextract"
     cfg = tmp_path / "c.toml"
     cfg.write_text("[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[ray]\nengine_actors = 1\ncpus_per_actor = 0\n"
                    f"[engine.options]\ntruth_dir = {json.dumps(str(d))}\n")
-    env = dict(os.environ)
-    common = ["-c", str(cfg), "--engine", SCRIPTED]
-    r = subprocess.run([str(exe), "run", str(d), "--out", str(tmp_path / "ray"), "--backend", "ray", *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    common = ["-c", cfg, "--engine", SCRIPTED]
+    r = run_cli("run", d, "--out", tmp_path / "ray", "--backend", "ray", *common)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe), "run", str(d), "--out", str(tmp_path / "local"), *common], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = run_cli("run", d, "--out", tmp_path / "local", *common)
     assert r.returncode == 0, r.stderr[-3000:]
     assert rows(tmp_path / "ray") == rows(tmp_path / "local") and len(rows(tmp_path / "local")) == 4

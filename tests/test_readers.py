@@ -4,36 +4,17 @@ stops instead of counting rows that are gone."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from pipeline.errors import CouldNotStart
 from pipeline.runner import EXIT_OUTPUT_FAILED, run_job
 from pipeline.status import status
 from pipeline.store import SkippedPart, read_table
-from tests.conftest import REPO, invoice_truth, small_config, write_pdf
+from tests.helpers import all_rows, invoice_truth, run_cli, small_config, write_pdf
 from tests.output_faults import OutputThief, damage_output, plant_code, remove_dir
 from tests.scripted_engine import ScriptedEngine
-
-
-def q(sql):
-    return duckdb.sql(sql).fetchall()
-
-
-def all_rows(out):
-    return q(
-        f"SELECT doc_id, 'r' FROM '{out}/results/*.parquet' "
-        f"UNION ALL SELECT doc_id, 'f' FROM '{out}/failures/*.parquet'"
-    )
-
-
-def _cli(*args, cwd=REPO):
-    exe = Path(sys.executable).parent / "docextract"
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def _engine():
@@ -88,14 +69,14 @@ def test_status_and_inspect_report_damage_and_exit_0(done_output):
     assert sorted(Path(s.location).name for s in skipped) == sorted(n for n, (t, _) in faults.items() if t == "results")
 
     for cmd, expect in (("status", "done:    4"), ("inspect", "results: 4 rows; failures: 1 rows")):
-        r = _cli(cmd, str(out))
+        r = run_cli(cmd, str(out))
         assert r.returncode == 0, r.stderr
         assert expect in r.stdout and "Traceback" not in r.stderr
         warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
         assert len(warned) == len(faults), r.stderr
         for name, (_, reason) in faults.items():
             assert any(name in line and reason in line for line in warned), (cmd, name, r.stderr)
-    r = _cli("status", str(out))
+    r = run_cli("status", str(out))
     assert "failed:  1 (unsupported_type=1)" in r.stdout and "pending: 0" in r.stdout
     for name, (table, _) in faults.items():  # readers never move anything
         assert (out / table / name).is_file()
@@ -105,7 +86,7 @@ def test_inspect_of_an_output_whose_parts_are_all_damaged_says_so(tmp_path):
     out = tmp_path / "out"
     (out / "results").mkdir(parents=True)
     (out / "results" / "part-1-00000.parquet").write_bytes(b"")
-    r = _cli("inspect", str(out))
+    r = run_cli("inspect", str(out))
     assert r.returncode == 0, r.stderr
     assert "results: 0 rows; failures: 0 rows" in r.stdout
     assert "warning: " in r.stderr and "part-1-00000.parquet" in r.stderr and "Traceback" not in r.stderr
@@ -114,9 +95,9 @@ def test_inspect_of_an_output_whose_parts_are_all_damaged_says_so(tmp_path):
 def test_a_damaged_run_json_is_reported_not_a_traceback(done_output):
     _, out, _ = done_output
     (out / "run.json").write_text('{"run_id": ')
-    r = _cli("status", str(out))
+    r = run_cli("status", str(out))
     assert r.returncode == 2 and "run.json" in r.stderr and "Traceback" not in r.stderr
-    r = _cli("inspect", str(out))
+    r = run_cli("inspect", str(out))
     assert r.returncode == 0 and "results: 4 rows" in r.stdout
     assert "warning: " in r.stderr and "run.json" in r.stderr and "Traceback" not in r.stderr
 
@@ -133,11 +114,11 @@ def test_status_and_inspect_never_import_code_the_output_names(done_output, tmp_
     marker = tmp_path / "pwned"
     plant_code(out, elsewhere, marker)
     for cmd, where, target in (("status", out, "."), ("status", elsewhere, str(out)), ("inspect", out, ".")):
-        r = _cli(cmd, target, cwd=where)
+        r = run_cli(cmd, target, cwd=where)
         assert r.returncode == 0, (cmd, where, r.stderr)
         assert not marker.exists(), (cmd, where)
         assert ("done:    4" if cmd == "status" else "results: 4 rows") in r.stdout
-    assert f"run key {first.run_key}" in _cli("status", ".", cwd=out).stdout
+    assert f"run key {first.run_key}" in run_cli("status", ".", cwd=out).stdout
     assert status(out).run_key == first.run_key and not marker.exists()
 
 
@@ -191,7 +172,7 @@ def test_cli_run_whose_output_is_deleted_exits_6_with_a_clear_message(tmp_path):
         "[rasterize]\ndpi = 72\nmax_pixels = 50176\nworkers = 1\n[run]\nbatch_size = 2\nprogress = false\n"
         f"[engine.options]\nout = {json.dumps(str(out))}\nafter = 3\n"
     )
-    r = _cli("run", str(inputs), "--out", str(out), "-c", str(cfg), "--engine", "tests.output_faults:output_thief")
+    r = run_cli("run", str(inputs), "--out", str(out), "-c", str(cfg), "--engine", "tests.output_faults:output_thief")
     assert r.returncode == EXIT_OUTPUT_FAILED, (r.returncode, r.stderr)
     assert "disappeared during the run" in r.stderr and str(out) in r.stderr and "Traceback" not in r.stderr
     assert not list(out.glob("results/*.parquet"))

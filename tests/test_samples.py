@@ -1,8 +1,6 @@
 """The committed samples, run end to end with the scripted engine (answers = their ground truth)."""
 
 import json
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,7 +8,7 @@ import duckdb
 import pytest
 
 from pipeline.synth import BAD_SAMPLES
-from tests.conftest import REPO
+from tests.helpers import REPO, SCRIPTED, run_cli
 
 SAMPLES = REPO / "data" / "samples"
 
@@ -28,12 +26,9 @@ def truth_by_name(folder: Path) -> dict[str, dict]:
 def test_samples_run_and_read_back_equal_to_truth(kind, tmp_path):
     folder = SAMPLES / kind
     out = tmp_path / "out"
-    exe = Path(sys.executable).parent / "docextract"
     schema = kind.rstrip("s")
-    r = subprocess.run(
-        [str(exe), "run", str(folder), "--out", str(out), "--schema", schema, "--engine", "tests.scripted_engine:from_truth", "--workers", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "DOCEXTRACT_TRUTH_DIR": str(folder)},
-    )
+    r = run_cli("run", folder, "--out", out, "--schema", schema, "--engine", SCRIPTED, "--workers", 2,
+                env={"DOCEXTRACT_TRUTH_DIR": str(folder)})
     assert r.returncode == 0, r.stderr
     truth = truth_by_name(folder)
     bad = BAD_SAMPLES if kind == "invoices" else {}

@@ -7,14 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from pipeline.errors import CouldNotStart, StageError
 from pipeline.rasterize import RasterSettings
 from pipeline.runner import EXIT_COULD_NOT_START, run_job
 from pipeline.stage import write_stage
-from tests.conftest import REPO, invoice_truth, small_config, write_pdf
+from tests.helpers import REPO, doc_ids, invoice_truth, make_docs, run_cli, small_config, write_pdf
 from tests.s3_server import s3_server  # noqa: F401  (the session fixture)
 from tests.scripted_engine import ScriptedEngine
 
@@ -22,20 +21,13 @@ SETTINGS = RasterSettings.from_config(small_config().rasterize)
 
 
 def _docs(d: Path, n: int, start: int = 0) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        write_pdf(d / f"doc{i:02d}.pdf", pages=1 + i % 3, text=f"Invoice {i}")
+    make_docs(d, n, start, name="doc{:02d}.pdf", text="Invoice {}", pages_cycle=3)
     return d
 
 
 def _extract(stage: Path, out: Path):
     return run_job([str(stage)], out, small_config(), engine=ScriptedEngine(callback=lambda r: invoice_truth()),
                    stage_dir=stage)
-
-
-def _ids(out: Path) -> list[str]:
-    return [r[0] for r in duckdb.sql(f"SELECT doc_id FROM '{out}/results/*.parquet' UNION ALL "
-                                     f"SELECT doc_id FROM '{out}/failures/*.parquet'").fetchall()]
 
 
 def test_rasterizing_again_into_a_stage_replaces_it(tmp_path):
@@ -45,7 +37,7 @@ def test_rasterizing_again_into_a_stage_replaces_it(tmp_path):
     write_stage([str(_docs(tmp_path / "b", 4))], stage, SETTINGS, workers=1, timeout_s=30, part_pages=3)
     s = _extract(stage, tmp_path / "out")
     assert (s.inputs, s.succeeded) == (4, 4)
-    ids = _ids(tmp_path / "out")
+    ids = doc_ids(tmp_path / "out")
     assert len(ids) == 4 == len(set(ids))
     assert not list(stage.glob(".building-*"))
 
@@ -56,7 +48,7 @@ def test_the_same_inputs_twice_into_a_stage_give_one_row_each(tmp_path):
     for part_pages in (1, 4):  # the second set has fewer parts: the first one's later parts are left over
         write_stage([str(d)], stage, SETTINGS, workers=1, timeout_s=30, part_pages=part_pages)
     _extract(stage, tmp_path / "out")
-    ids = _ids(tmp_path / "out")
+    ids = doc_ids(tmp_path / "out")
     assert len(ids) == 5 == len(set(ids))
 
 
@@ -69,7 +61,7 @@ def test_duplicate_pages_in_a_stage_are_given_once(tmp_path):
     for part in sorted((stage / "pages").glob("part-*.parquet")):
         shutil.copy(part, part.with_name("part-9" + part.name[len("part-"):]))
     s = _extract(stage, tmp_path / "out")
-    assert s.succeeded == 5 and len(_ids(tmp_path / "out")) == 5
+    assert s.succeeded == 5 and len(doc_ids(tmp_path / "out")) == 5
 
 
 def test_a_rasterize_killed_midway_leaves_the_old_stage_whole(tmp_path):
@@ -79,7 +71,7 @@ def test_a_rasterize_killed_midway_leaves_the_old_stage_whole(tmp_path):
     big = _docs(tmp_path / "big", 40)
     script = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
               "from pipeline.rasterize import RasterSettings\nfrom pipeline.stage import write_stage\n"
-              "from tests.conftest import small_config\n"
+              "from tests.helpers import small_config\n"
               f"write_stage([{str(big)!r}], {str(stage)!r}, RasterSettings.from_config(small_config().rasterize), "
               "workers=1, timeout_s=30, part_pages=1)\n")
     p = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
@@ -100,9 +92,7 @@ def test_object_storage_stage_is_refused_and_extract_writes_to_object_storage(tm
     with pytest.raises(CouldNotStart, match="local folder"):
         run_job(["s3://bucket/stage"], tmp_path / "o", small_config(), engine=ScriptedEngine({}),
                 stage_dir="s3://bucket/stage")
-    exe = Path(sys.executable).parent / "docextract"
-    r = subprocess.run([str(exe), "rasterize", str(tmp_path / "in"), "--out", "s3://bucket/x"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("rasterize", tmp_path / "in", "--out", "s3://bucket/x", cwd=tmp_path, timeout=120)
     assert r.returncode == EXIT_COULD_NOT_START and "local folder" in r.stderr
     assert not (tmp_path / "s3:").exists()  # before: a local folder ./s3:/bucket/x and exit 0
 
@@ -119,3 +109,25 @@ def test_extract_to_object_storage(s3_server, tmp_path):
 
     rows = pq.read_table(f"{out.removeprefix('s3://')}/results", filesystem=s3_server.fs)
     assert rows.num_rows == 3
+
+
+def test_stage_pages_round_trip_losslessly(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.discover import discover
+    from pipeline.rasterize import RasterSettings, rasterize
+    from pipeline.stage import decode_image, write_stage
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdf(d / "a.pdf", pages=2)
+    settings = RasterSettings(dpi=72, max_pixels=50176)
+    rep = write_stage([str(d)], tmp_path / "stage", settings, workers=1, timeout_s=30)
+    assert (rep.documents, rep.pages) == (1, 2)
+    [part] = (tmp_path / "stage" / "pages").glob("*.parquet")
+    rows = pq.read_table(part).to_pylist()
+    [doc] = discover([str(d)]).documents
+    original = rasterize(doc, settings).pages
+    for row, page in zip(sorted(rows, key=lambda r: r["page_index"]), original):
+        img = decode_image(row["image"], row["width"], row["height"], row["encoding"])
+        assert img.tobytes() == page.image.tobytes()

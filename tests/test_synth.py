@@ -55,7 +55,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[synth.Sy
 
 
 def test_plan_default_mix_covers_every_variant_and_favours_scans() -> None:
-    plan = synth._plan(40, 0, ("invoice", "receipt"), None)
+    plan = synth.plan_variants(40, 0, ("invoice", "receipt"), None)
     c = Counter(plan)
     assert len(plan) == 40
     assert set(c) == ALL_VARIANTS
@@ -65,14 +65,14 @@ def test_plan_default_mix_covers_every_variant_and_favours_scans() -> None:
 
 
 def test_plan_respects_kinds_and_mix() -> None:
-    assert set(synth._plan(10, 0, ("receipt",), None)) == {"png-receipt", "jpeg-photo-receipt"}
-    assert synth._plan(5, 0, ("invoice", "receipt"), {"tiff-scan": 1.0}) == ["tiff-scan"] * 5
-    c = Counter(synth._plan(100, 0, ("invoice", "receipt"), {"invoice": 1, "receipt": 3}))
+    assert set(synth.plan_variants(10, 0, ("receipt",), None)) == {"png-receipt", "jpeg-photo-receipt"}
+    assert synth.plan_variants(5, 0, ("invoice", "receipt"), {"tiff-scan": 1.0}) == ["tiff-scan"] * 5
+    c = Counter(synth.plan_variants(100, 0, ("invoice", "receipt"), {"invoice": 1, "receipt": 3}))
     assert sum(v for k, v in c.items() if synth.VARIANTS[k] == "receipt") == 75
     with pytest.raises(ValueError):
-        synth._plan(3, 0, ("invoice",), {"docx": 1.0})
+        synth.plan_variants(3, 0, ("invoice",), {"docx": 1.0})
     with pytest.raises(ValueError):
-        synth._plan(3, 0, ("invoice",), {"png-receipt": 1.0})
+        synth.plan_variants(3, 0, ("invoice",), {"png-receipt": 1.0})
 
 
 # --------------------------------------------------------------------------- formats

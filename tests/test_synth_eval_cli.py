@@ -1,17 +1,12 @@
 """synth -> run -> eval from the shell: a perfect engine scores 1.0 everywhere; known damage shows exactly."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import run_cli
 
 
 def cli(*args, env=None):
-    exe = Path(sys.executable).parent / "docextract"
-    r = subprocess.run([str(exe), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    r = run_cli(*args, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 

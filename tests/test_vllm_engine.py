@@ -4,48 +4,18 @@ One engine per test session; no download from any hub.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import duckdb
 import pytest
 from PIL import Image
 
-from pipeline.config import load_config
 from pipeline.prompts import build_request, json_schema_for
 from pipeline.records import ErrorType, Page, Sampling
 from pipeline.runner import run_job
-from tests.conftest import REPO, write_image, write_pdf, write_tiff
+from tests.helpers import run_cli, tiny_config, write_image, write_pdf, write_tiff
 from tests.tiny_schema import TinyDoc
 
 pytestmark = pytest.mark.vllm
-
-TINY_PIXELS = {"rasterize.min_pixels": 3136, "rasterize.max_pixels": 12544, "rasterize.dpi": 72}
-
-
-def tiny_config(model_dir, **over):
-    base = {
-        **TINY_PIXELS,
-        "engine.model": str(model_dir),  # profile auto (cpu here) and max_model_len from the checkpoint (4096)
-        "engine.dtype": "float32",
-        "rasterize.max_pages": 4,
-        "rasterize.workers": 1,
-        "run.batch_size": 16,
-        "run.progress": False,
-        "sampling.max_tokens": 64,
-    }
-    base.update(over)
-    return load_config(None, base)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    from pipeline.tinymodel import build_tiny_qwen25vl
-
-    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny") / "qwen25vl-tiny", seed=0)
-
 
 @pytest.fixture(scope="session")
 def engine(tiny_model):
@@ -259,15 +229,7 @@ def test_cli_run_with_vllm_engine_from_the_shell(tiny_model, docs, tmp_path):
         "[sampling]\nmax_tokens = 64\n"
     )
     out = tmp_path / "out"
-    exe = Path(sys.executable).parent / "docextract"
-    r = subprocess.run(
-        [str(exe), "run", str(docs), "--out", str(out), "-c", str(cfg), "--model", str(tiny_model), "--engine", "vllm"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-    )
+    r = run_cli("run", docs, "--out", out, "-c", cfg, "--model", tiny_model, "--engine", "vllm", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "9 documents: 8 extracted, 1 failed" in r.stderr
 

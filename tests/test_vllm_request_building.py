@@ -156,19 +156,10 @@ def test_missing_vllm_says_what_to_install(monkeypatch):
 
 
 def test_unreachable_weights_say_what_to_pass(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.conftest import REPO, write_pdf
+    from tests.helpers import run_cli, write_pdf
 
     write_pdf(tmp_path / "a.pdf")
-    exe = Path(sys.executable).parent / "docextract"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    r = subprocess.run(
-        [str(exe), "run", str(tmp_path / "a.pdf"), "--out", str(tmp_path / "o"), "--model", "someorg/not-cached-model", "--profile", "cpu"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
-    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = run_cli("run", tmp_path / "a.pdf", "--out", tmp_path / "o", "--model", "someorg/not-cached-model", "--profile", "cpu", env=env)
     assert r.returncode == 2
     assert "not in the Hugging Face cache" in r.stderr and "--model /path/to/local/checkpoint" in r.stderr

@@ -1,8 +1,10 @@
-"""The worker pool's page transport: pixels cross processes through a shared block, unchanged."""
+"""The worker pool (pipeline/workers.py): pixels cross processes through a shared block, unchanged; a document
+that hangs, crashes its worker or blows its memory costs only its own row."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,8 @@ from PIL import Image
 from pipeline.discover import discover
 from pipeline.rasterize import RasterError, RasterSettings, rasterize
 from pipeline.records import ErrorType, RasterizedDoc
-from pipeline.workers import PageBlock, RasterPool
-from tests.conftest import write_pdf
+from pipeline.workers import PageBlock, RasterPool, rasterize_stream
+from tests.helpers import write_pdf
 from tests.raster_faults import faulty
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -147,3 +149,23 @@ def test_consumer_that_holds_the_stream_does_not_turn_answers_into_timeouts_or_c
     assert got["segv.pdf"].error_type is ErrorType.WORKER_CRASHED
     bad = {n: o.error_type for n, o in got.items() if isinstance(o, RasterError) and n != "segv.pdf"}
     assert bad == {}
+
+
+def test_pool_recovers_from_hang_crash_and_memory_blowup(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("ok1.pdf", "hang.pdf", "ok2.pdf", "segv.pdf", "oom.pdf", "ok3.pdf"):
+        write_pdf(d / name, text=name)
+    docs = discover([str(d)]).documents
+    from tests.raster_faults import faulty
+
+    t0 = time.monotonic()
+    out = dict(
+        (os.path.basename(doc.path), res)
+        for doc, res in rasterize_stream(docs, RasterSettings(dpi=72, max_pixels=50176), 2, timeout_s=3, memory_limit_bytes=4 << 30, func=faulty)
+    )
+    assert time.monotonic() - t0 < 30
+    assert out["hang.pdf"].error_type is ErrorType.TIMEOUT
+    assert out["segv.pdf"].error_type is ErrorType.WORKER_CRASHED and "-11" in out["segv.pdf"].message
+    assert out["oom.pdf"].error_type is ErrorType.TOO_LARGE
+    assert all(not isinstance(out[f"ok{i}.pdf"], RasterError) for i in (1, 2, 3))

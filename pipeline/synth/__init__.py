@@ -31,10 +31,10 @@ from pipeline.synth.batch import (
     SAMPLES_SEED,
     VARIANTS,
     SynthDoc,
-    _plan,
     count_pages,
     generate,
     make_document,
+    plan_variants,
     write_bad_samples,
     write_samples,
 )
@@ -67,6 +67,6 @@ __all__ = [
     "FOREIGN", "INV_LOCALE_WEIGHTS", "LABELS", "LANG_IDX", "LOCALES", "MONTHS", "NAME_PARTS", "RECEIPT_ITEMS",
     "RECEIPT_LABELS", "REC_LOCALE_WEIGHTS", "SAMPLES_SEED", "STORE_NAMES", "STORE_WORDS", "TRANSLIT", "UNITS",
     "VARIANTS", "InvCtx", "InvStyle", "InvoiceDrawer", "Line", "Loc", "NumFmt", "PdfCanvas", "RFonts", "RItem",
-    "RecCtx", "SynthDoc", "_plan", "cjk_receipts_available", "count_pages", "fmt_date", "fmt_rate", "generate",
-    "make_document", "photograph", "q2", "render_thermal", "scan_degrade", "write_bad_samples", "write_samples",
+    "RecCtx", "SynthDoc", "cjk_receipts_available", "count_pages", "fmt_date", "fmt_rate", "generate", "make_document",
+    "photograph", "plan_variants", "q2", "render_thermal", "scan_degrade", "write_bad_samples", "write_samples",
 ]

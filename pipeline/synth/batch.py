@@ -74,7 +74,7 @@ def generate(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = _plan(count, seed, kinds, mix)
+    plan = plan_variants(count, seed, kinds, mix)
     jobs = [(str(out_dir), seed, i, v) for i, v in enumerate(plan)]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -141,7 +141,10 @@ def write_bad_samples(out_dir: Path) -> dict[str, tuple[str, str]]:
     return dict(BAD_SAMPLES)
 
 
-def _plan(count: int, seed: int, kinds: tuple[str, ...], mix: dict[str, float] | None) -> list[str]:
+def plan_variants(count: int, seed: int, kinds: tuple[str, ...], mix: dict[str, float] | None) -> list[str]:
+    """The variant of each of ``count`` documents: ``mix`` (variant or kind -> weight, DEFAULT_MIX when None)
+    restricted to ``kinds``, split in proportion, every variant at least once when ``count`` allows.
+    Raises ``ValueError`` naming an unknown kind or variant."""
     if count < 0:
         raise ValueError("count must be >= 0")
     bad = set(kinds) - {"invoice", "receipt"}
