@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from pipeline.config import ConfigError, load_config
+from pipeline.engines.context import model_context
 from pipeline.engines.vllm import (
     cpu_environment,
     llm_kwargs,
-    model_context,
     resolve_settings,
     sampling_params,
     to_vllm_messages,
