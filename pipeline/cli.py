@@ -39,6 +39,11 @@ from pipeline.config import ConfigError, JobConfig, config_toml, resolve_config
 from pipeline.errors import CouldNotStart
 from pipeline.summary import Progress, RunSummary
 
+AllowSchemaChangeOpt = Annotated[
+    bool,
+    typer.Option("--allow-schema-change", help="Add new nullable columns to an output holding fewer "
+                 "(output.schema_change = \"add_columns\"); type changes and dropped columns are still refused."),
+]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
 config_app = typer.Typer(no_args_is_help=True, help="The effective job configuration.")
 app.add_typer(config_app, name="config")
@@ -72,9 +77,11 @@ def _job_overrides(
     profile: str | None,
     batch_size: int | None,
     max_failure_rate: float | None,
+    allow_schema_change: bool = False,
 ) -> dict[str, Any]:
     """CLI flags shared by run and extract, as dotted config keys (None = not given)."""
     return {
+        "output.schema_change": "add_columns" if allow_schema_change else None,
         "schema": schema,
         "engine.model": model,
         "engine.name": engine,
@@ -201,11 +208,12 @@ def run(
     rehash: Annotated[
         bool, typer.Option("--rehash", help="Read and hash every input, even those the identity cache knows.")
     ] = False,
+    allow_schema_change: AllowSchemaChangeOpt = False,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
-    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate)
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, allow_schema_change)
     cfg = _config(
         config,
         sets,
@@ -261,11 +269,13 @@ def extract(
     max_failure_rate: Annotated[float | None, typer.Option()] = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
+    allow_schema_change: AllowSchemaChangeOpt = False,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
-    cfg = _config(config, sets, **_job_overrides(schema, model, engine, profile, batch_size, max_failure_rate))
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, allow_schema_change)
+    cfg = _config(config, sets, **overrides)
     _execute([stage], out, cfg, force, retry_failed, stage_dir=stage, as_json=as_json)
 
 
@@ -380,6 +390,44 @@ def status_cmd(
                    f"updated {lr.get('updated_at')}")
     for s in st.damaged:
         err(f"warning: {s.location} skipped: {s.reason}", err=True)
+
+
+@command(app)
+def compact(
+    out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) to compact.")],
+    target_size: Annotated[
+        float | None, typer.Option("--target-size", help="Target part size in MB (default output.compact_target_mb).")
+    ] = None,
+    partition_by: Annotated[
+        str | None, typer.Option("--partition-by", help="Rewrite results into this layout: none | extracted_date | FIELD.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be rewritten.")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge small parts into large ones (atomically, under the output's lock); one row per document."""
+    from pipeline.compact import CompactError
+    from pipeline.compact import compact as run_compact
+
+    cfg = _config(config, sets, **{"output.compact_target_mb": target_size, "output.partition_by": partition_by})
+    try:
+        rep = run_compact(out, cfg.output.compact_target_mb, dry_run, partition_by and cfg.output.partition_by,
+                          cfg.output.compression, cfg.run.lease_ttl_s)
+    except (CouldNotStart, CompactError, OSError) as e:
+        _fail(f"compact {out}: {e}")
+        return
+    if as_json:
+        print_json(dataclasses.asdict(rep))
+        return
+    verb = "would rewrite" if rep.dry_run else "rewrote"
+    for t in rep.tables:
+        line = f"{t.table}: {t.parts_before} parts ({t.bytes_before / 1e6:.1f} MB); {verb} {t.parts_rewritten}"
+        if not rep.dry_run:
+            line += f" into {t.parts_written}; now {t.parts_after} parts ({t.bytes_after / 1e6:.1f} MB)"
+        typer.echo(line)
+    if rep.superseded_dropped:
+        typer.echo(f"removed {rep.superseded_dropped} superseded row(s)")
 
 
 @command(app)
