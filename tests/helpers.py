@@ -26,3 +26,17 @@ def run_cli(
         else:
             full[k] = v
     return subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+
+
+def add_invoices(d: Path, start: int, n: int, **truth: object) -> None:
+    """``n`` one-page invoice PDFs ``inv<i>.pdf`` with ``<stem>.truth.json`` for the scripted engine
+    (``truth`` overrides fields of every answer)."""
+    import json
+
+    from tests.conftest import invoice_truth, write_pdf
+
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        write_pdf(d / f"inv{i}.pdf", pages=1, text=f"Invoice {i}")
+        answer = {**invoice_truth(i + 1), **truth}
+        (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": answer}))
