@@ -259,6 +259,7 @@ def rewrite_table(out_dir: Any, plan: Rewrite, run_id: str, target_bytes: int, c
     readers would see (a lost lease)."""
     rep = TableReport(plan.table, len(plan.parts), sum(plan.sizes.values()), parts_rewritten=len(plan.rewrite))
     if not plan.rewrite:
+        rep.parts_after, rep.bytes_after = rep.parts_before, rep.bytes_before
         return rep
     seq = iter(range(10**6))
 
