@@ -346,6 +346,13 @@ def compact(out_dir: str | Path, target_mb: float = DEFAULT_TARGET_MB, dry_run: 
         raise CompactError(f"{out_dir} does not exist")
     target = int(target_mb * MB)
     report = CompactReport(str(out_dir), dry_run)
+    if partition_by is not None:
+        from pipeline.store import results_part_schema
+
+        held = results_part_schema(location)
+        why = None if held is None else layout.check_partition_source(partition_by, held)
+        if why:
+            raise CompactError(why)
     if dry_run:
         for table in layout.table_names(location):
             plan = _plan(location, table, target, partition_by)
@@ -382,8 +389,4 @@ def _plan(location: Any, table: str, target: int, partition_by: str | None) -> R
     return plan_compaction(location, table, target)
 
 
-def small_parts(out_dir: Any, table: str, target_bytes: int) -> int:
-    """How many parts of ``table`` are under half the target size (what the automatic threshold counts)."""
-    plan = plan_compaction(out_dir, table, target_bytes)
-    return sum(1 for p in plan.parts if plan.sizes[str(p)] < target_bytes / 2)
 

@@ -244,7 +244,7 @@ class OutputConfig(_Section):
     )
     compact_min_parts: int = Field(
         64, ge=0, le=1_000_000,
-        description="After a run, compact a table once it holds this many small parts (0: never automatically).",
+        description="After a run, compact a table once this many of its small parts can be merged (0: never).",
     )
     compact_target_mb: float = Field(
         64.0, gt=0, le=4096, description="Target size of a compacted part, in MB; parts under half of it are small."

@@ -234,8 +234,8 @@ class Output:
             self._writer = None
         reports = []
         for table in layout.table_names(self.location):
-            if compact.small_parts(self.location, table, self.options.target_bytes) >= n:
-                plan = compact.plan_compaction(self.location, table, self.options.target_bytes)
+            plan = compact.plan_compaction(self.location, table, self.options.target_bytes)
+            if len(plan.rewrite) >= n:  # small parts that have a small neighbour in their folder
                 reports.append(compact.rewrite_table(self.location, plan, self.run_id, self.options.target_bytes,
                                                      self.compression, self.check_lease))
         return reports

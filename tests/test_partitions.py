@@ -111,6 +111,9 @@ def test_a_layout_change_is_refused_and_compact_rewrites_the_layout(tmp_path):
     assert (s.exit_code, s.skipped, s.processed) == (0, 3, 0)
     with pytest.raises(CouldNotStart, match=r"partitioned by extracted_date.*keep output.partition_by = 'extracted_date'"):
         run_job([str(inbox)], out, scripted(inbox))
+    r = run_cli("compact", out, "--partition-by", "currency")
+    assert r.returncode == 2 and "'currency' is string, not a date" in r.stderr
+    assert [p.parent.name for p in layout.list_parts(out / "results")] == [f"extracted_date={today}"]
 
 
 def test_partitioning_by_a_field_that_is_not_a_date_is_refused(tmp_path):
