@@ -167,13 +167,20 @@ class _Merger:
 
 def _merge(plan: Rewrite, target_bytes: int, emit: Callable[[str | None, pa.Table], None]) -> int:
     """Read the parts to rewrite (oldest first) and emit merged parts; returns the rows read."""
-    merger = _Merger(emit, target_bytes)
-    rows = 0
+    emitted: list[pa.Schema] = []
+
+    def counted(sub: str | None, t: pa.Table) -> None:
+        emitted.append(t.schema)
+        emit(sub, t)
+
+    merger = _Merger(counted, target_bytes)
+    rows, empty = 0, None
     for p in plan.rewrite:
         t = _read_parquet(p)
         rows += t.num_rows
         if plan.schema is not None:
             t = conform(t, plan.schema)
+        empty = t.schema.empty_table()
         size = plan.sizes[str(p)]
         if plan.partition_by is None:
             merger.add(layout.partition_dir_of(p), t, size)
@@ -181,6 +188,13 @@ def _merge(plan: Rewrite, target_bytes: int, emit: Callable[[str | None, pa.Tabl
         for sub, piece in layout.split(t, plan.partition_by):
             merger.add(sub, piece, size * piece.num_rows / max(t.num_rows, 1))
     merger.flush()
+    if not emitted and empty is not None and len(plan.rewrite) == len(plan.parts):  # keep the table queryable
+        if plan.partition_by is None:
+            sub = layout.partition_dir_of(plan.rewrite[0])
+        else:
+            column = layout.partition_column(plan.partition_by)
+            sub = f"{column}={layout.NULL_PARTITION}" if column else None
+        emit(sub, empty)
     return rows
 
 

@@ -19,6 +19,7 @@ from pipeline.runner import run_job
 from pipeline.status import status
 from tests.conftest import small_config
 from tests.helpers import add_invoices, run_cli
+from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
 
 SCRIPTED = "tests.scripted_engine:from_truth"
 DAYS = ("2024-03-05", "2025-01-10")
@@ -123,3 +124,36 @@ def test_partitioning_by_a_field_that_is_not_a_date_is_refused(tmp_path):
         run_job([str(inbox)], tmp_path / "out", scripted(inbox, **{"output.partition_by": "currency"}))
     with pytest.raises(CouldNotStart, match="no column 'paid_on'"):
         run_job([str(inbox)], tmp_path / "out", scripted(inbox, **{"output.partition_by": "paid_on"}))
+
+
+def test_partitions_on_s3_resume_and_compact(s3_server, tmp_path):
+    inbox = tmp_path / "in"
+    out = f"{s3_server.prefix()}/out"
+    cfg = scripted(inbox, **{"output.partition_by": "extracted_date"})
+    for night in range(2):
+        add_invoices(inbox, night * 2, 2)
+        assert run_job([str(inbox)], out, cfg).exit_code == 0
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    bucket = out.removeprefix("s3://")
+    keys = [k for k in s3_server.keys(out) if "/results/" in k]
+    assert len(keys) == 2 and all(f"/results/extracted_date={today}/part-" in k for k in keys)
+    again = run_job([str(inbox)], out, cfg)
+    assert (again.skipped, again.processed) == (4, 0)
+    rep = compact(out)
+    assert {t.table: (t.parts_before, t.parts_after) for t in rep.tables}["results"] == (2, 1)
+    d = ds.dataset(f"{bucket}/results", filesystem=s3_server.fs, partitioning="hive")
+    t = d.to_table(filter=ds.field("extracted_date") == today)
+    assert t.num_rows == 4 == len(set(t.column("doc_id").to_pylist()))
+    assert d.to_table(filter=ds.field("extracted_date") == "1999-01-01").num_rows == 0
+
+
+def test_an_empty_table_stays_queryable_when_its_layout_changes(tmp_path):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "notes.pdf").write_text("not a pdf")
+    assert run_job([str(inbox)], out, scripted(inbox)).failed == 1  # results: one empty part
+    rep = compact(out, partition_by="extracted_date")
+    assert {t.table: t.parts_after for t in rep.tables}["results"] == 1
+    assert [p.parent.name for p in layout.list_parts(out / "results")] == [f"extracted_date={layout.NULL_PARTITION}"]
+    q = f"SELECT count(*) FROM read_parquet('{out}/results/*/*.parquet', hive_partitioning = true)"
+    assert duckdb.sql(q).fetchall() == [(0,)]
