@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.cli_base import (
+    AllowSchemaChangeOpt,
     ConfigOpt,
     EngineOpt,
     JsonOpt,
@@ -39,11 +40,6 @@ from pipeline.config import ConfigError, JobConfig, config_toml, resolve_config
 from pipeline.errors import CouldNotStart
 from pipeline.summary import Progress, RunSummary
 
-AllowSchemaChangeOpt = Annotated[
-    bool,
-    typer.Option("--allow-schema-change", help="Add new nullable columns to an output holding fewer "
-                 "(output.schema_change = \"add_columns\"); type changes and dropped columns are still refused."),
-]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invoices and receipts -> typed Parquet, via vLLM.")
 config_app = typer.Typer(no_args_is_help=True, help="The effective job configuration.")
 app.add_typer(config_app, name="config")
@@ -419,15 +415,8 @@ def compact(
         return
     if as_json:
         print_json(dataclasses.asdict(rep))
-        return
-    verb = "would rewrite" if rep.dry_run else "rewrote"
-    for t in rep.tables:
-        line = f"{t.table}: {t.parts_before} parts ({t.bytes_before / 1e6:.1f} MB); {verb} {t.parts_rewritten}"
-        if not rep.dry_run:
-            line += f" into {t.parts_written}; now {t.parts_after} parts ({t.bytes_after / 1e6:.1f} MB)"
-        typer.echo(line)
-    if rep.superseded_dropped:
-        typer.echo(f"removed {rep.superseded_dropped} superseded row(s)")
+    else:
+        typer.echo("\n".join(rep.lines()))
 
 
 @command(app)

@@ -90,6 +90,11 @@ SchemaOpt = Annotated[str | None, typer.Option("--schema", "-s", help="invoice |
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub model name or local checkpoint directory.")]
 EngineOpt = Annotated[str | None, typer.Option("--engine", "-e", help="vllm | module:factory")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="gpu | cpu (vLLM's CPU build).")]
+AllowSchemaChangeOpt = Annotated[
+    bool,
+    typer.Option("--allow-schema-change", help="Add new nullable columns to an output holding fewer "
+                 "(output.schema_change = \"add_columns\"); type changes and dropped columns are still refused."),
+]
 _COMMON = {"verbose": (VerboseOpt, 0), "quiet": (QuietOpt, False), "log_format": (LogFormatOpt, "text")}
 
 

@@ -80,6 +80,17 @@ class CompactReport:
     tables: list[TableReport] = field(default_factory=list)
     seconds: float = 0.0
 
+    def lines(self) -> list[str]:
+        """The report as ``docextract compact`` prints it."""
+        verb = "would rewrite" if self.dry_run else "rewrote"
+        out = []
+        for t in self.tables:
+            line = f"{t.table}: {t.parts_before} parts ({t.bytes_before / 1e6:.1f} MB); {verb} {t.parts_rewritten}"
+            if not self.dry_run:
+                line += f" into {t.parts_written}; now {t.parts_after} parts ({t.bytes_after / 1e6:.1f} MB)"
+            out.append(line)
+        return out + ([f"removed {self.superseded_dropped} superseded row(s)"] if self.superseded_dropped else [])
+
 
 @dataclass
 class Rewrite:
