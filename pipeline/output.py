@@ -97,7 +97,7 @@ class Output:
             compact.finish_pending(self.location, self.run_id, self.options.target_bytes, self.compression,
                                    self.check_lease)  # a schema or layout rewrite cut short
             done, failed = (set(), {}) if force else finished_docs(self.location, run_key, strict=True)
-        except (OSError, pa.ArrowException, DamagedPart) as e:
+        except (OSError, pa.ArrowException, DamagedPart, compact.CompactError) as e:
             raise CouldNotStart(f"cannot read the existing output in {self.location}: {e}") from e
         self._check_layout()
         warnings = [f"removed {reconciled} superseded row(s) left by an earlier run"] if reconciled else []
@@ -197,7 +197,7 @@ class Output:
                                         self.options.target_bytes, self.compression, self.check_lease)
             schema_change.record(self.location, "results", self.arrow_schema, self.schema_name, self.run_id,
                                  d.describe(), self.options.partition_by)
-        except (OSError, pa.ArrowException) as e:
+        except (OSError, pa.ArrowException, compact.CompactError) as e:
             raise CouldNotStart(f"cannot add the new columns to {self.location}/results: {e}") from e
         return [f"schema change: {d.describe()} added to the {rep.rows_rewritten} existing row(s) of "
                 f"{self.location}/results ({rep.parts_rewritten} part(s) rewritten), null until reprocessed"]
