@@ -2,9 +2,12 @@
 
 ``open()`` takes the lock (``flock`` on a local directory; on object storage a lease with a
 heartbeat, ``pipeline.lease``), removes half-written parts, quarantines damaged ones and
-reconciles (one row per document), then reads which documents are finished under the run key.
+reconciles (one row per document), finishes a table rewrite cut short, reads which documents are finished
+under the run key, and checks the results' layout and columns against the run's (migrating the table for
+new nullable columns under ``output.schema_change = "add_columns"``: ``pipeline.schema_change``).
 ``commit()`` writes one results part and one failures part.  ``finish()`` reconciles again
-(re-processed documents: the newest row wins) and makes sure both tables have a part.
+(re-processed documents: the newest row wins) and makes sure both tables have a part;
+``compact_if_needed()`` then merges small parts past ``output.compact_min_parts`` (``pipeline.compact``).
 """
 
 from __future__ import annotations
