@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.cli_base import (
+    AllowSchemaChangeOpt,
     ConfigOpt,
     EngineOpt,
     JsonOpt,
@@ -75,10 +76,12 @@ def _job_overrides(
     batch_size: int | None,
     max_failure_rate: float | None,
     metrics_file: Path | None = None,
+    allow_schema_change: bool = False,
 ) -> dict[str, Any]:
     """CLI flags shared by run and extract, as dotted config keys (None = not given)."""
     return {
         "run.metrics_file": str(metrics_file) if metrics_file is not None else None,
+        "output.schema_change": "add_columns" if allow_schema_change else None,
         "schema": schema,
         "engine.model": model,
         "engine.name": engine,
@@ -206,11 +209,13 @@ def run(
     rehash: Annotated[
         bool, typer.Option("--rehash", help="Read and hash every input, even those the identity cache knows.")
     ] = False,
+    allow_schema_change: AllowSchemaChangeOpt = False,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Discover, rasterize, extract and validate in one streamed pass."""
-    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file,
+                               allow_schema_change)
     cfg = run_config(
         metrics_file,
         out,
@@ -269,11 +274,13 @@ def extract(
     metrics_file: MetricsOpt = None,
     force: Annotated[bool, typer.Option("--force")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed")] = False,
+    allow_schema_change: AllowSchemaChangeOpt = False,
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Inference and validation from a stage directory (GPU nodes)."""
-    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file)
+    overrides = _job_overrides(schema, model, engine, profile, batch_size, max_failure_rate, metrics_file,
+                               allow_schema_change)
     cfg = run_config(metrics_file, out, config, sets, **overrides)
     _execute([stage], out, cfg, force, retry_failed, stage_dir=stage, as_json=as_json)
 
@@ -423,6 +430,37 @@ def review(
                f"{w.images} page images, {w.bytes / 1e6:.1f} MB in {w.seconds:.1f}s)")
     if w.without_images:
         typer.echo(f"{w.without_images} document(s) shown without page images (source not found, changed or unreadable)")
+
+
+@command(app)
+def compact(
+    out: Annotated[str, typer.Argument(help="Output directory (or s3:// prefix) to compact.")],
+    target_size: Annotated[
+        float | None, typer.Option("--target-size", help="Target part size in MB (default output.compact_target_mb).")
+    ] = None,
+    partition_by: Annotated[
+        str | None, typer.Option("--partition-by", help="Rewrite results into this layout: none | extracted_date | FIELD.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be rewritten.")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge small parts into large ones (atomically, under the output's lock); one row per document."""
+    from pipeline.compact import CompactError
+    from pipeline.compact import compact as run_compact
+
+    cfg = _config(config, sets, **{"output.compact_target_mb": target_size, "output.partition_by": partition_by})
+    try:
+        rep = run_compact(out, cfg.output.compact_target_mb, dry_run, partition_by and cfg.output.partition_by,
+                          cfg.output.compression, cfg.run.lease_ttl_s)
+    except (CouldNotStart, CompactError, OSError) as e:
+        _fail(f"compact {out}: {e}")
+        return
+    if as_json:
+        print_json(dataclasses.asdict(rep))
+    else:
+        typer.echo("\n".join(rep.lines()))
 
 
 @command(app)

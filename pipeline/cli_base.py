@@ -95,6 +95,11 @@ MetricsOpt = Annotated[
     Path | None,
     typer.Option("--metrics-file", help="Write the run's figures here (Prometheus text format, *.prom) at the end."),
 ]
+AllowSchemaChangeOpt = Annotated[
+    bool,
+    typer.Option("--allow-schema-change", help="Add new nullable columns to an output holding fewer "
+                 "(output.schema_change = \"add_columns\"); type changes and dropped columns are still refused."),
+]
 _COMMON = {"verbose": (VerboseOpt, 0), "quiet": (QuietOpt, False), "log_format": (LogFormatOpt, "text")}
 
 

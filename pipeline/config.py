@@ -243,6 +243,26 @@ class DiscoverConfig(_Section):
 class OutputConfig(_Section):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     keep_raw_json: bool = True
+    schema_change: Literal["refuse", "add_columns"] = Field(
+        "refuse",
+        description="A run whose result columns differ from the output's: 'refuse' (exit 2 naming the differences) "
+        "or 'add_columns' (new nullable columns or struct fields are added to every existing part, null until "
+        "the document is reprocessed; a changed type or a dropped/renamed column is still refused).",
+    )
+    partition_by: str = Field(
+        "none",
+        pattern=r"^(none|extracted_date|[A-Za-z_][A-Za-z0-9_]*)$",
+        description="'none' (results/part-*.parquet), 'extracted_date' (results/extracted_date=YYYY-MM-DD/, the "
+        "UTC date of extracted_at) or a top-level date field of the schema F (results/F_day=YYYY-MM-DD/): "
+        "Hive-style folders that DuckDB, Spark, Trino and pyarrow prune by date.",
+    )
+    compact_min_parts: int = Field(
+        64, ge=0, le=1_000_000,
+        description="After a run, compact a table once this many of its small parts can be merged (0: never).",
+    )
+    compact_target_mb: float = Field(
+        64.0, gt=0, le=4096, description="Target size of a compacted part, in MB; parts under half of it are small."
+    )
 
 
 class JobConfig(_Section):

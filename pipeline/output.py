@@ -2,9 +2,12 @@
 
 ``open()`` takes the lock (``flock`` on a local directory; on object storage a lease with a
 heartbeat, ``pipeline.lease``), removes half-written parts, quarantines damaged ones and
-reconciles (one row per document), then reads which documents are finished under the run key.
+reconciles (one row per document), finishes a table rewrite cut short, reads which documents are finished
+under the run key, and checks the results' layout and columns against the run's (migrating the table for
+new nullable columns under ``output.schema_change = "add_columns"``: ``pipeline.schema_change``).
 ``commit()`` writes one results part and one failures part.  ``finish()`` reconciles again
-(re-processed documents: the newest row wins) and makes sure both tables have a part.
+(re-processed documents: the newest row wins) and makes sure both tables have a part;
+``compact_if_needed()`` then merges small parts past ``output.compact_min_parts`` (``pipeline.compact``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline import fs
+from pipeline import compact, fs, layout, schema_change
 from pipeline.errors import CouldNotStart, DamagedPart, LeaseHeld, OutputLost
 from pipeline.lease import Lease
 from pipeline.records import ErrorType
@@ -78,14 +82,36 @@ class Finished:
         return False
 
 
+@dataclass(frozen=True)
+class OutputOptions:
+    """The ``[output]`` settings an ``Output`` acts on (``pipeline.config.OutputConfig``)."""
+
+    partition_by: str = "none"
+    schema_change: str = "refuse"
+    compact_min_parts: int = 0
+    compact_target_mb: float = compact.DEFAULT_TARGET_MB
+
+    @property
+    def target_bytes(self) -> int:
+        return int(self.compact_target_mb * compact.MB)
+
+    @classmethod
+    def from_config(cls, c: Any) -> OutputOptions:
+        return cls(c.partition_by, c.schema_change, c.compact_min_parts, c.compact_target_mb)
+
+
 class Output:
     def __init__(self, location: str | Path, run_id: str, arrow_schema: pa.Schema, compression: str,
-                 lease_ttl_s: float, on_lease_lost: Callable[[str], None], schema_name: str = ""):
+                 lease_ttl_s: float, on_lease_lost: Callable[[str], None], schema_name: str = "",
+                 options: OutputOptions | None = None, purpose: str = "run"):
         self.location: Path | str = location if fs.is_uri(location) else Path(location)
         self.run_id = run_id
         self.arrow_schema, self.compression = arrow_schema, compression
         self.schema_name = schema_name
-        self.lease_ttl_s, self.on_lease_lost = lease_ttl_s, on_lease_lost
+        self.options = options or OutputOptions()
+        self.purpose = purpose  # "run" or "compaction": named to whoever finds the lock taken
+        self.lease_lost: str | None = None
+        self.lease_ttl_s, self._lease_callback = lease_ttl_s, on_lease_lost
         self._lock_fd: int | None = None
         self._lease: Lease | None = None
         self._writer: PartWriter | None = None
@@ -99,11 +125,14 @@ class Output:
         quarantined: list[SkippedPart] = []
         try:
             reconciled = reconcile(self.location, quarantined)  # a crash may have left a superseded row behind
+            compact.finish_pending(self.location, self.run_id, self.options.target_bytes, self.compression,
+                                   self.check_lease)  # a schema or layout rewrite cut short
             done, failed = (set(), {}) if force else finished_docs(self.location, run_key, strict=True)
-        except (OSError, pa.ArrowException, DamagedPart) as e:
+        except (OSError, pa.ArrowException, DamagedPart, compact.CompactError) as e:
             raise CouldNotStart(f"cannot read the existing output in {self.location}: {e}") from e
-        self._check_schema()
+        self._check_layout()
         warnings = [f"removed {reconciled} superseded row(s) left by an earlier run"] if reconciled else []
+        warnings += self._check_schema()
         warnings += [
             f"{q.location} is not a readable part of docextract's ({q.reason}): moved to _quarantine/; "
             "its documents are processed again"
@@ -135,35 +164,82 @@ class Output:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip()
+            pid, _, what = os.read(fd, 64).decode(errors="replace").strip().partition(" ")
             os.close(fd)
-            raise CouldNotStart(f"another docextract run (pid {holder or '?'}) is writing to {self.location}") from None
+            raise CouldNotStart(f"another docextract {what or 'run'} (pid {pid or '?'}) is writing to "
+                                f"{self.location}; try again when it has finished") from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {self.purpose}".encode())
         self._lock_fd = fd
 
-    def _check_schema(self) -> None:
-        """Refuse to add rows whose columns differ from the results already here: one glob over
-        ``results/*.parquet`` must stay one readable table."""
-        held = results_part_schema(self.location)
-        if held is None or held.equals(self.arrow_schema, check_metadata=False):
+    def on_lease_lost(self, why: str) -> None:
+        self.lease_lost = why
+        self._lease_callback(why)
+
+    def check_lease(self) -> None:
+        """Raise before a change readers would see if another process took this output's lease over."""
+        if self.lease_lost:
+            raise compact.CompactError(f"stopped before changing {self.location}: {self.lease_lost}")
+
+    def _check_layout(self) -> None:
+        """Refuse a run whose ``output.partition_by`` differs from how the results here are laid out."""
+        why = layout.check_partition_source(self.options.partition_by, self.arrow_schema)
+        if why:
+            raise CouldNotStart(why)
+        parts = layout.list_parts(fs.join(self.location, "results"))
+        held = layout.held_partition_column(parts)
+        want = layout.partition_column(self.options.partition_by)
+        if not parts or held == want:
             return
-        mine = {f.name: f.type for f in self.arrow_schema}
-        theirs = {f.name: f.type for f in held}
-        diff = [f"+{n}" for n in mine if n not in theirs] + [f"-{n}" for n in theirs if n not in mine]
-        diff += [f"{n}: {theirs[n]} -> {mine[n]}" for n in mine if n in theirs and mine[n] != theirs[n]]
+        now = "not partitioned" if held is None else f"partitioned by {held}" if held else "partly partitioned"
+        keep = f"; or keep output.partition_by = {layout.partition_by_of(held)!r}" if held != "" else ""
         raise CouldNotStart(
-            f"{self.location}/results holds rows of schema {held_schema_name(self.location) or '?'} whose columns "
-            f"differ from schema {self.schema_name!r} ({', '.join(diff[:8]) or 'column order'}): write this "
-            "schema's results to another output"
+            f"{self.location}/results is {now}, and this run asks for output.partition_by = "
+            f"{self.options.partition_by!r}: rewrite it first with `docextract compact {self.location} "
+            f"--partition-by {self.options.partition_by}`{keep}"
         )
+
+    def _check_schema(self) -> list[str]:
+        """Keep ``results`` one readable table: the same columns in every part.  A run whose columns only
+        add nullable columns or struct fields migrates the table under ``output.schema_change =
+        "add_columns"`` (every part rewritten, atomically); any other difference is refused (exit 2)."""
+        held = results_part_schema(self.location)
+        if held is None:
+            return []
+        d = schema_change.diff(held, self.arrow_schema)
+        if d.same:
+            return []
+        where = (f"{self.location}/results holds rows of schema {held_schema_name(self.location) or '?'} whose "
+                 f"columns differ from schema {self.schema_name!r} ({d.describe()})")
+        if not d.additive:
+            raise CouldNotStart(
+                f"{where}: a changed type or a dropped or renamed column cannot be applied to the rows already "
+                "there (only new nullable columns can, with --allow-schema-change); write this schema's results "
+                "to another output"
+            )
+        if self.options.schema_change != "add_columns":
+            raise CouldNotStart(
+                f"{where}: pass --allow-schema-change (output.schema_change = \"add_columns\") to add the new "
+                "columns to every existing row (null until the document is reprocessed), or write this schema's "
+                "results to another output"
+            )
+        try:
+            rep = compact.rewrite_whole(self.location, "results", self.arrow_schema, None, self.run_id,
+                                        self.options.target_bytes, self.compression, self.check_lease)
+            schema_change.record(self.location, "results", self.arrow_schema, self.schema_name, self.run_id,
+                                 d.describe(), self.options.partition_by)
+        except (OSError, pa.ArrowException, compact.CompactError) as e:
+            raise CouldNotStart(f"cannot add the new columns to {self.location}/results: {e}") from e
+        return [f"schema change: {d.describe()} added to the {rep.rows_rewritten} existing row(s) of "
+                f"{self.location}/results ({rep.parts_rewritten} part(s) rewritten), null until reprocessed"]
 
     # -- writing ----------------------------------------------------------------------------
 
     @property
     def writer(self) -> PartWriter:
         if self._writer is None:
-            self._writer = PartWriter(self.location, self.run_id, self.arrow_schema, self.compression)
+            self._writer = PartWriter(self.location, self.run_id, self.arrow_schema, self.compression,
+                                      self.options.partition_by)
         return self._writer
 
     def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
@@ -175,6 +251,25 @@ class Output:
         self.check_present()
         reconcile(self.location)  # re-processed documents (--force, --retry-failed, new run key): newest row wins
         self.writer.ensure_tables()
+        if "results" not in schema_change.read_history(self.location).get("tables", {}):
+            schema_change.record(self.location, "results", self.arrow_schema, self.schema_name, self.run_id,
+                                 "created" if self.writer.seq else "adopted", self.options.partition_by)
+
+    def compact_if_needed(self) -> list[compact.TableReport]:
+        """After ``finish``: compact every table holding ``output.compact_min_parts`` small parts or more."""
+        n = self.options.compact_min_parts
+        if not n:
+            return []
+        if self._writer is not None:  # the tables' directories may be swapped: this run writes no more
+            self._writer.close()
+            self._writer = None
+        reports = []
+        for table in layout.table_names(self.location):
+            plan = compact.plan_compaction(self.location, table, self.options.target_bytes)
+            if len(plan.rewrite) >= n:  # small parts that have a small neighbour in their folder
+                reports.append(compact.rewrite_table(self.location, plan, self.run_id, self.options.target_bytes,
+                                                     self.compression, self.check_lease))
+        return reports
 
     def check_present(self) -> None:
         """``OutputLost`` when the local directory this run locked is gone, or is another one now."""

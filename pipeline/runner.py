@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from pipeline.backends import Backend, open_backend
 from pipeline.batching import BatchAssembler
 from pipeline.columns import results_schema
+from pipeline.compact import CompactError
 from pipeline.config import JobConfig, stable_hash
 from pipeline.engines.base import Engine, EngineBase
 from pipeline.engines.resilient import ResilientEngine
@@ -37,7 +38,7 @@ from pipeline.errors import CouldNotStart, OutputUnwritable, SchemaMappingError,
 from pipeline.extract import Extractor
 from pipeline.manifest import Manifest
 from pipeline.metrics import MetricsFile
-from pipeline.output import Output
+from pipeline.output import Output, OutputOptions
 from pipeline.prompts import PROMPT_VERSION, build_request, json_schema_for
 from pipeline.records import Document, Failure, RasterizedDoc, Request, Sampling
 from pipeline.rows import RowBuilder
@@ -90,7 +91,7 @@ class Runner:
         self.run_id = new_run_id()
         self.output = Output(out_dir, self.run_id, self.arrow_schema, config.output.compression,
                              config.run.lease_ttl_s, on_lease_lost=lambda why: self.stop(),
-                             schema_name=config.schema_name)
+                             schema_name=config.schema_name, options=OutputOptions.from_config(config.output))
         self.out_dir = self.output.location
         self.rows = RowBuilder(config, self.arrow_schema, self.run_key, self.run_id)
         self.stats = RunStats()
@@ -189,6 +190,15 @@ class Runner:
             self.output.finish()
         except OSError as e:
             raise OutputUnwritable(f"cannot finish the output in {self.out_dir}: {e}") from e
+        if self._stop.is_set():
+            return  # stopping (a signal, a lost lease): no compaction now, the next run does it
+        try:  # everything is committed: a compaction that fails leaves the tables as they were
+            for rep in self.output.compact_if_needed():
+                log.info("compacted %s/%s: %d small parts into %d", self.out_dir, rep.table, rep.parts_rewritten,
+                         rep.parts_written)
+        except (OSError, pa.ArrowException, CompactError) as e:
+            log.warning("could not compact %s: %s", self.out_dir, e)
+            self.summary.warnings.append(f"compaction skipped: {e}")
 
     def _commit_rejects(self, rejects: list[tuple[Any, Failure]]) -> None:
         if rejects:

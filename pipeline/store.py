@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import fs
+from pipeline import fs, layout
 from pipeline.columns import FAILURES_SCHEMA
 from pipeline.errors import DamagedPart, OutputLost
 
@@ -48,10 +48,8 @@ def parquet_bytes(table: pa.Table, compression: str | dict[str, str] | None = No
 
 
 def _parts(directory: Path | str, pattern: str = "part-*.parquet") -> list[Any]:
-    """Sorted parts in a local directory or under an object-store prefix (none when missing)."""
-    if fs.is_uri(directory):
-        return fs.list_files(directory, recursive=False, pattern=pattern)
-    return sorted(Path(directory).glob(pattern))
+    """Sorted parts of a table (flat, or in its date partitions: ``pipeline.layout``), none when missing."""
+    return layout.list_parts(directory, pattern)
 
 
 def _read_parquet(location: Path | str, columns: list[str] | None = None) -> pa.Table:
@@ -72,6 +70,7 @@ class PartWriter:
     run_id: str
     results_schema: pa.Schema
     compression: str = "zstd"
+    partition_by: str = "none"
     seq: int = 0
     _dir_fds: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
@@ -110,7 +109,14 @@ class PartWriter:
         if not len(rows):
             return None
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
-        final = fs.join(self.out_dir, table_name, f"part-{self.run_id}-{self.seq:05d}.parquet")
+        if table_name != "results" or self.partition_by == "none":
+            return self._write_part(table_name, None, table)
+        written = [self._write_part(table_name, sub, t) for sub, t in layout.split(table, self.partition_by)]
+        return written[-1]
+
+    def _write_part(self, table_name: str, partition: str | None, table: pa.Table) -> Path | str:
+        name = f"part-{self.run_id}-{self.seq:05d}.parquet"
+        final = fs.join(self.out_dir, table_name, *([partition] if partition else []), name)
         self._check_dir(table_name)  # never into a directory made anew: its parts are gone, the counts would lie
         try:
             fs.write_bytes_atomic(final, parquet_bytes(table, self.compression), self._tmp_dir())
@@ -128,7 +134,9 @@ class PartWriter:
         """An empty part in a table with none, so ``SELECT ... FROM 'out/failures/*.parquet'`` works (0 rows)."""
         for name, schema in (("results", self.results_schema), ("failures", FAILURES_SCHEMA)):
             if not _parts(fs.join(self.out_dir, name)):
-                empty = fs.join(self.out_dir, name, f"part-{self.run_id}-empty.parquet")
+                column = layout.partition_column(self.partition_by) if name == "results" else None
+                where = [f"{column}={layout.NULL_PARTITION}"] if column else []
+                empty = fs.join(self.out_dir, name, *where, f"part-{self.run_id}-empty.parquet")
                 fs.write_bytes_atomic(empty, parquet_bytes(schema.empty_table()), self._tmp_dir())
 
     def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> list[Path | str]:
@@ -333,7 +341,11 @@ def read_part(location: Path | str, skip: Collection[str] = ()) -> pa.Table:
 
 
 def clean_tmp(out_dir: Path | str) -> int:
-    """Remove parts left half-written in ``_tmp/`` by a killed run."""
+    """Remove parts left half-written in ``_tmp/`` by a killed run, and what a killed compaction left in
+    ``_compact/`` (whether before or after its swap: see ``pipeline.compact``)."""
+    from pipeline.compact import clean_staging
+
+    clean_staging(out_dir)
     if fs.is_uri(out_dir):  # nothing is staged on an object store; remove strays all the same
         stray = fs.list_files(fs.join(out_dir, "_tmp"))
         for f in stray:
@@ -438,22 +450,30 @@ def reconcile(out_dir: Path | str, quarantined: list[SkippedPart] | None = None)
     return removed
 
 
+def newest_first(parts: list[Any]) -> list[Any]:
+    """Parts newest first: by name (``part-<run_id>-<seq>``, run ids start with a UTC time), whatever the partition."""
+    return sorted(parts, key=fs.basename, reverse=True)
+
+
+def read_part_schema(location: Path | str) -> pa.Schema:
+    """The columns of one part (its footer only)."""
+    if fs.is_uri(location):
+        with fs.open_input_file(location) as f:
+            return pq.read_schema(f)
+    return pq.read_schema(location)
+
+
 def results_part_schema(out_dir: Path | str) -> pa.Schema | None:
     """The columns of the results already in an output (its newest part), or None when it has none."""
-    parts = _parts(fs.join(out_dir, "results"))
+    parts = newest_first(_parts(fs.join(out_dir, "results")))
     if not parts:
         return None
-    newest = parts[-1]
-    if fs.is_uri(newest):
-        with fs.open_input_file(newest) as f:
-            return pq.read_schema(f)
-    return pq.read_schema(newest)
+    return read_part_schema(parts[0])
 
 
 def held_schema_name(out_dir: Path | str) -> str | None:
     """The ``schema_name`` of the rows in the newest results part (None when unknown)."""
-    parts = _parts(fs.join(out_dir, "results"))
-    for part in reversed(parts):
+    for part in newest_first(_parts(fs.join(out_dir, "results"))):
         t = _read_parquet(part, columns=["schema_name"])
         if t.num_rows:
             return str(t.column("schema_name")[0].as_py())

@@ -217,3 +217,17 @@ def toml_file(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
     p = tmp_path / name
     p.write_text(text)
     return p
+
+
+def add_invoices(d: Path, start: int, n: int, **truth: object) -> None:
+    """``n`` one-page invoice PDFs ``inv<i>.pdf`` with ``<stem>.truth.json`` for the scripted engine
+    (``truth`` overrides fields of every answer)."""
+    import json
+
+    from tests.conftest import invoice_truth, write_pdf
+
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        write_pdf(d / f"inv{i}.pdf", pages=1, text=f"Invoice {i}")
+        answer = {**invoice_truth(i + 1), **truth}
+        (d / f"inv{i}.truth.json").write_text(json.dumps({"schema": "invoice", "truth": answer}))
