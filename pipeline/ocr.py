@@ -95,6 +95,23 @@ def to_words(pieces: Sequence[Sequence[_Piece]], width: int, height: int) -> lis
     return out
 
 
+MAX_ASPECT = 4.0
+
+
+def _padded(img: Image.Image) -> Image.Image:
+    """A long, thin page padded with white (right or bottom) to at most ``MAX_ASPECT``:1.
+
+    RapidOCR scales the short side up to its detector's 736 px, so a 3x2000 px strip became a 736x490,000
+    detector input (gigabytes: the process was killed).  Padding keeps the original pixels at their
+    coordinates, so the boxes (divided by the original size) need no change."""
+    w, h = img.size
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return img
+    out = Image.new("RGB", (max(w, round(h / MAX_ASPECT)), max(h, round(w / MAX_ASPECT))), "white")
+    out.paste(img, (0, 0))
+    return out
+
+
 class RapidOcr:
     """RapidOCR on onnxruntime, CPU, ``threads`` intra-op threads."""
 
@@ -123,7 +140,7 @@ class RapidOcr:
     def words(self, image: Image.Image) -> list[Word]:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         try:
-            res: Any = self._ocr(rgb, return_word_box=True)
+            res: Any = self._ocr(_padded(rgb), return_word_box=True)
         except Exception as e:  # the library raises its own errors, cv2.error, onnxruntime's: one page's problem
             raise OcrError(f"OCR failed: {type(e).__name__}: {e}") from None
         txts = getattr(res, "txts", None)

@@ -18,7 +18,7 @@ from tests.conftest import REPO, invoice_truth, small_config, write_pdf
 from tests.s3_server import s3_server  # noqa: F401  (the session fixture)
 from tests.scripted_engine import ScriptedEngine
 
-SETTINGS = RasterSettings.from_config(small_config().rasterize)
+SETTINGS = RasterSettings.from_config(small_config().rasterize, small_config().words)  # what run_job would use
 
 
 def _docs(d: Path, n: int, start: int = 0) -> Path:
