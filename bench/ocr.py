@@ -236,6 +236,9 @@ def cost(args: argparse.Namespace) -> None:
     scans = sorted((SROIE / "img").glob("*.jpg"))[: 4 if args.quick else 12]
     sets = {"synth digital PDF": [d.path for d in synth], "real PDFs (pdf-dev)": real, "receipt scans (jpg)": scans}
     rounds = 2 if args.quick else 3
+    from pipeline.ocr import engine
+
+    engine().words(Image.new("RGB", (200, 100), "white"))  # model load: once per worker process, not per page
     off = RasterSettings()
     on = RasterSettings(words=True, ocr="auto")
     rows = []
