@@ -82,8 +82,8 @@ class WordsConfig(_Section):
     )
     ocr: Literal["auto", "always", "never"] = Field(
         D.OCR,
-        description="'auto': OCR the pages whose text layer cannot serve (images, scans, empty/garbage text, text "
-        "hidden under an image); 'always': OCR every page; 'never': text layers only (scans get no words).",
+        description="'auto': OCR the pages whose text layer cannot serve (images, scans, OCR-layered scans, empty/garbage text, "
+        "text hidden under an image); 'always': OCR every page; 'never': text layers only (scans get no words).",
     )
     ocr_engine: Literal["rapidocr"] = Field(D.OCR_ENGINE, description="OCR engine (RapidOCR, models in the package).")
     ocr_threads: int = Field(

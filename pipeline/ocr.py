@@ -129,13 +129,16 @@ class RapidOcr:
         except ImportError:
             pass
         self.threads = threads
-        self._ocr = RapidOCR(
-            params={
-                "Global.log_level": "error",
-                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
-                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-            }
-        )
+        try:
+            self._ocr = RapidOCR(
+                params={
+                    "Global.log_level": "error",
+                    "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                }
+            )
+        except Exception as e:  # a model file missing or unreadable, onnxruntime refusing it: no OCR here
+            raise OcrError(f"OCR engine 'rapidocr' could not start: {type(e).__name__}: {e}") from None
 
     def words(self, image: Image.Image) -> list[Word]:
         rgb = image if image.mode == "RGB" else image.convert("RGB")

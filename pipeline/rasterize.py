@@ -124,7 +124,8 @@ def _ocr_words(img: Image.Image, s: RasterSettings, what: str, warnings: list[st
 
 
 def _pdf_page_words(page: Any, img: Image.Image, s: RasterSettings, what: str, warnings: list[str]) -> list[Word]:
-    """A PDF page's words: its text layer when that can serve (``ocr = "auto"``), else OCR of its image."""
+    """A PDF page's words: its text layer when that can serve (``ocr = "auto"``: a printed text layer,
+    not an OCR layer over a scan), else OCR of its image."""
     from pipeline.words import text_layer
 
     if s.ocr == "always":
@@ -135,7 +136,7 @@ def _pdf_page_words(page: Any, img: Image.Image, s: RasterSettings, what: str, w
         warnings.append(f"{what}: text layer unreadable ({type(e).__name__}: {e})")
         return _ocr_words(img, s, what, warnings) if s.ocr == "auto" else []
     if layer.usable or s.ocr == "never":
-        return layer.words
+        return layer.words  # under "never", an invisible OCR layer's words too (no other words to be had)
     return _ocr_words(img, s, what, warnings)
 
 

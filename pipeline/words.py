@@ -10,11 +10,12 @@ the layer.  A page whose layer cannot serve is OCRed on its image instead (``pip
 - ``hidden``: most of the text is drawn *under* an image that covers it (PDFs that put an OCR text
   layer below the scan, or text pasted over): what a reader sees is the image.
 
-An invisible OCR layer (text render mode 3, "ignore-text") lying over a scan is used (verdict
-``ocr_layer``): the scanner's OCR saw the full-resolution scan, its boxes sit on the printed words,
-and every PDF viewer searches and copies that text.  Its quality is unknown, like any OCR's; the
-garbage check still applies, and ``[words] ocr = "always"`` OCRs such pages again.  Invisible text
-that lies over no image is not printed anywhere and is dropped.
+An invisible OCR layer (text render mode 3, "ignore-text") lying over a scan (verdict ``ocr_layer``)
+is someone else's OCR of unknown quality: the page is a scan, and with ``ocr = "auto"`` it is OCRed
+like every scan, so all scanned pages get words of one measured quality.  On pdf-dev's pr-136 the
+scanner's layer reads "ZOq5" and "说阴" where RapidOCR reads "2015" and "说明" (and the letterhead the
+layer lacks); the cost is that of any scan.  With ``ocr = "never"`` the layer's words are used.
+Invisible text that lies over no image is not printed anywhere and is dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pipeline.records import Word, WordSource
 GARBAGE_SHARE = 0.3  # of the non-space characters
 HIDDEN_SHARE = 0.5  # of the visible text area
 _BAD_CATEGORIES = frozenset({"Co", "Cn", "Cs", "Cc"})
-USABLE = frozenset({"text", "ocr_layer"})
+USABLE = frozenset({"text"})  # what ocr = "auto" reads instead of OCRing the page
 
 Box = tuple[float, float, float, float]
 

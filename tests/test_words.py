@@ -104,7 +104,7 @@ def test_hidden_under_image_garbage_invisible_and_empty_verdicts(tmp_path):
     p = pdf.new_page(width=600, height=200)
     p.insert_text((50, 100), "SECRETWORD under the picture", fontsize=14)
     p.insert_image(p.rect, stream=buf.getvalue())
-    # 2: an invisible OCR layer over a scan: used
+    # 2: an invisible OCR layer over a scan: a scan (OCRed under "auto"), its layer kept for "never"
     p = pdf.new_page(width=600, height=200)
     p.insert_image(p.rect, stream=buf.getvalue())
     p.insert_text((40, 80), "PRINTED TOTAL 42.50", fontsize=20, render_mode=3)
@@ -126,7 +126,7 @@ def test_hidden_under_image_garbage_invisible_and_empty_verdicts(tmp_path):
     assert [t.verdict for t in layers] == ["hidden", "ocr_layer", "garbage", "empty", "text"]
     assert [w.text for w in layers[1].words] == ["PRINTED", "TOTAL", "42.50"]
     assert [w.text for w in layers[4].words] == ["VISIBLE"]
-    assert [t.usable for t in layers] == [False, True, False, False, True]
+    assert [t.usable for t in layers] == [False, False, False, False, True]
 
 
 def test_text_hidden_under_a_full_page_image_is_ocred_not_trusted(tmp_path):
@@ -157,7 +157,7 @@ EXPECTED = {
     "issue-203-decimalize.pdf": {"empty"},  # a scanned Chinese notice: images only -> OCR
     "issue-297-example.pdf": {"empty"},  # a page with nothing on it
     "chelsea_pdta.pdf": {"text", "empty"},  # a report whose page 1 is a cover picture
-    "pr-136-example.pdf": {"ocr_layer"},  # JPEG scans with an invisible OCR layer over them: used
+    "pr-136-example.pdf": {"ocr_layer"},  # JPEG scans with an invisible OCR layer over them: OCRed again
     # issue-192: anonymised text ("Aabaaab") printed in a font whose glyphs really show that: text
 }
 
@@ -215,12 +215,23 @@ def test_digital_pages_need_no_ocr(tmp_path):
     assert r.stdout.strip() == "[]"
 
 
-def test_ocr_never_gives_scans_no_words_and_digital_pages_their_layer(tmp_path):
-    img = text_image([("TOTAL 42.50", (40, 40))])
+def test_ocr_never_gives_scans_no_words_and_ocr_layers_their_own(tmp_path):
+    img = text_image([("TOTAL 42.50", (40, 40))], size=(600, 200))
     img.save(tmp_path / "s.png")
     never = RasterSettings(words=True, ocr="never")
     [page] = rasterize(doc_for(tmp_path / "s.png"), never).pages
     assert page.words == []
+    pdf = pymupdf.open()
+    p = pdf.new_page(width=600, height=200)
+    p.insert_image(p.rect, filename=str(tmp_path / "s.png"))
+    p.insert_text((40, 80), "TOTAL 42.5O", fontsize=20, render_mode=3)  # the scanner's OCR misread a digit
+    pdf.save(tmp_path / "layered.pdf")
+    [page] = rasterize(doc_for(tmp_path / "layered.pdf"), never).pages
+    assert [w.text for w in page.words or []] == ["TOTAL", "42.5O"]
+    assert all(w.source is WordSource.TEXT_LAYER for w in page.words or [])
+    [page] = rasterize(doc_for(tmp_path / "layered.pdf"), RasterSettings(words=True, max_pixels=1_003_520)).pages
+    texts = [w.text for w in page.words or []]
+    assert "42.50" in texts and "42.5O" not in texts  # "auto": a scan with an OCR layer is OCRed again
 
 
 def test_config_words_section_and_run_key():
