@@ -87,12 +87,13 @@ def _layers(page: Any) -> tuple[float, float, list[Box], list[Box]]:
 
 def text_layer(page: Any) -> TextLayer:
     """The page's words in reading order and the verdict on its text layer (see the module docstring)."""
-    text = page.get_text("text")  # unlike "words", keeps the control characters unmapped glyphs come out as
+    tp = page.get_textpage()  # one text extraction, read twice
+    text = page.get_text("text", textpage=tp)  # unlike "words", keeps the control characters of unmapped glyphs
     if not text.strip():
         return TextLayer([], "empty")
     if bad_char_share(text) > GARBAGE_SHARE:
         return TextLayer([], "garbage")
-    raw = [w for w in page.get_text("words") if w[4].strip()]
+    raw = [w for w in page.get_text("words", textpage=tp) if w[4].strip()]
     visible, hidden, over, loose = _layers(page)
     if visible > 0 and hidden / visible > HIDDEN_SHARE:
         return TextLayer([], "hidden")
