@@ -69,6 +69,23 @@ class RasterizeConfig(_Section):
         return self
 
 
+class WordsConfig(_Section):
+    enabled: bool = Field(
+        D.WORDS,
+        description="Read each page's words with their boxes (the trust layer matches extracted values against "
+        "them): a PDF page's own text layer, else OCR of the page image. Off: no words, no OCR, no cost.",
+    )
+    ocr: Literal["auto", "always", "never"] = Field(
+        D.OCR,
+        description="'auto': OCR the pages whose text layer cannot serve (images, scans, OCR-layered scans, empty/garbage text, "
+        "text hidden under an image); 'always': OCR every page; 'never': text layers only (scans get no words).",
+    )
+    ocr_engine: Literal["rapidocr"] = Field(D.OCR_ENGINE, description="OCR engine (RapidOCR, models in the package).")
+    ocr_threads: int = Field(
+        D.OCR_THREADS, ge=1, le=64, description="OCR threads per rasterizing worker (the workers are the parallelism)."
+    )
+
+
 class PromptConfig(_Section):
     system: str | None = Field(None, description="System prompt; None uses the built-in one.")
     instructions: str | None = Field(None, description="Extra instructions appended to the schema-derived ones.")
@@ -269,6 +286,7 @@ class JobConfig(_Section):
     schema_name: str = Field("invoice", alias="schema", description="'invoice', 'receipt' or 'module:Class'.")
     discover: DiscoverConfig = Field(default_factory=DiscoverConfig)
     rasterize: RasterizeConfig = Field(default_factory=RasterizeConfig)
+    words: WordsConfig = Field(default_factory=WordsConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -300,6 +318,8 @@ class JobConfig(_Section):
             "rasterize": self.rasterize.model_dump(
                 include={"dpi", "min_pixels", "max_pixels", "max_pages", "direct_scans"}
             ),
+            # The words feed the evidence rows (which value was found where): what changes them changes outputs.
+            "words": self.words.model_dump(include={"enabled", "ocr", "ocr_engine"}),
             # anchor keys only when anchoring is on: a run key made before they existed stays the same
             "prompt": self.prompt.model_dump(exclude=None if self.prompt.anchor_text else {"anchor_text", "anchor_max_tokens"}),
             "model": self.engine.model,

@@ -99,3 +99,7 @@ class RasterError(DocextractError):
 
     def __reduce__(self) -> tuple[type[RasterError], tuple[ErrorType, str]]:  # crosses processes intact
         return type(self), (self.error_type, self.message)
+
+
+class OcrError(DocextractError, RuntimeError):
+    """The OCR engine could not read a page (or is not installed): that page gets no words and a warning."""

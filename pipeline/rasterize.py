@@ -19,6 +19,7 @@ turns it into a failure row.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -33,8 +34,8 @@ from pipeline.defaults import PATCH
 from pipeline.errors import RasterError
 
 if TYPE_CHECKING:
-    from pipeline.config import RasterizeConfig
-from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
+    from pipeline.config import RasterizeConfig, WordsConfig
+from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc, Word
 
 MAX_ASPECT = 200  # Qwen2.5-VL's processor rejects images with a larger aspect ratio
 
@@ -53,10 +54,17 @@ class RasterSettings:
     max_pages: int = D.MAX_PAGES
     max_source_pixels: int = D.MAX_SOURCE_PIXELS
     direct_scans: bool = D.DIRECT_SCANS  # decode full-page JPEG scans directly instead of rendering them
+    words: bool = False  # fill Page.words ([words] enabled; off unless asked: no text extraction, no OCR)
+    ocr: str = D.OCR  # "auto" | "always" | "never"
+    ocr_engine: str = D.OCR_ENGINE
+    ocr_threads: int = D.OCR_THREADS
 
     @classmethod
-    def from_config(cls, r: RasterizeConfig) -> RasterSettings:
-        return cls(r.dpi, r.min_pixels, r.max_pixels, r.max_pages, r.max_source_pixels, r.direct_scans)
+    def from_config(cls, r: RasterizeConfig, w: WordsConfig | None = None) -> RasterSettings:
+        pixels = cls(r.dpi, r.min_pixels, r.max_pixels, r.max_pages, r.max_source_pixels, r.direct_scans)
+        if w is None:
+            return pixels
+        return dataclasses.replace(pixels, words=w.enabled, ocr=w.ocr, ocr_engine=w.ocr_engine, ocr_threads=w.ocr_threads)
 
 
 def fit_to_grid(width: float, height: float, min_pixels: int, max_pixels: int, factor: int = PATCH) -> tuple[int, int]:
@@ -98,6 +106,44 @@ def image_grid(width: float, height: float, min_pixels: int, max_pixels: int, fa
 def image_tokens(width: int, height: int) -> int:
     """Vision tokens Qwen2.5-VL spends on an image of this (already fitted) size."""
     return (width // PATCH) * (height // PATCH)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def _ocr_words(img: Image.Image, s: RasterSettings, what: str, warnings: list[str]) -> list[Word]:
+    """OCR of one page image; a failure costs this page its words (and a warning), not the document."""
+    from pipeline.errors import OcrError
+    from pipeline.ocr import engine
+
+    try:
+        return engine(s.ocr_engine, s.ocr_threads).words(img)
+    except OcrError as e:
+        warnings.append(f"{what}: no words ({e})")
+        return []
+
+
+def _pdf_page_words(page: Any, img: Image.Image, s: RasterSettings, what: str, warnings: list[str]) -> list[Word]:
+    """A PDF page's words: its text layer when that can serve (``ocr = "auto"``: a printed text layer,
+    not an OCR layer over a scan), else OCR of its image."""
+    from pipeline.words import text_layer
+
+    if s.ocr == "always":
+        return _ocr_words(img, s, what, warnings)
+    try:
+        layer = text_layer(page)
+    except Exception as e:  # PyMuPDF's text extraction on a damaged page: read it as a scan
+        warnings.append(f"{what}: text layer unreadable ({type(e).__name__}: {e})")
+        return _ocr_words(img, s, what, warnings) if s.ocr == "auto" else []
+    if layer.usable or s.ocr == "never":
+        return layer.words  # under "never", an invisible OCR layer's words too (no other words to be had)
+    return _ocr_words(img, s, what, warnings)
+
+
+def _image_words(img: Image.Image, s: RasterSettings, what: str, warnings: list[str]) -> list[Word] | None:
+    if not s.words:
+        return None
+    return [] if s.ocr == "never" else _ocr_words(img, s, what, warnings)
 
 
 # --------------------------------------------------------------------------- PDF
@@ -304,13 +350,14 @@ def _rasterize_pdf(doc: Document, data: bytes, s: RasterSettings) -> RasterizedD
                     img = scan_image(pdf, page, tw, th) if s.direct_scans else None
                     if img is None:
                         img = renderer.render(page, i, tw, th)
+                    words = _pdf_page_words(page, img, s, f"page {i + 1}", warnings) if s.words else None
                 except RasterError as e:
                     raise RasterError(e.error_type, f"page {i + 1}: {e.message}") from None
                 except MemoryError:
                     raise RasterError(ErrorType.TOO_LARGE, f"page {i + 1}: out of memory while rendering") from None
                 except Exception as e:
                     raise RasterError(ErrorType.CORRUPT, f"page {i + 1} cannot be rendered: {e}") from None
-                pages.append(Page(doc.doc_id, i, img, round(src_w), round(src_h)))
+                pages.append(Page(doc.doc_id, i, img, round(src_w), round(src_h), words))
         finally:
             renderer.close()
         return RasterizedDoc(doc, pages, total, warnings)
@@ -396,7 +443,7 @@ def _rasterize_image(doc: Document, data: bytes, s: RasterSettings) -> Rasterize
                 oriented = ImageOps.exif_transpose(frame)
             out, _, _ = _fit_image(oriented, s)
             src_w, src_h = fw, fh
-            pages.append(Page(doc.doc_id, i, out, src_w, src_h))
+            pages.append(Page(doc.doc_id, i, out, src_w, src_h, _image_words(out, s, f"frame {i + 1}", warnings)))
     except RasterError:
         raise
     except MemoryError:

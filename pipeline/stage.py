@@ -34,7 +34,7 @@ from pipeline.discover import Discovered, discover
 from pipeline.errors import RasterError, StageError
 from pipeline.fs import write_bytes_atomic
 from pipeline.rasterize import RasterSettings, image_tokens
-from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc
+from pipeline.records import DocKind, Document, ErrorType, Page, RasterizedDoc, Word, WordSource
 from pipeline.store import parquet_bytes
 from pipeline.workers import default_memory_limit, rasterize_stream
 
@@ -54,6 +54,20 @@ DOCS_SCHEMA = pa.schema(
         pa.field("image_tokens", pa.int64()),
     ]
 )
+WORDS_TYPE = pa.list_(
+    pa.struct(
+        [
+            pa.field("text", pa.string()),
+            pa.field("x0", pa.float64()),
+            pa.field("y0", pa.float64()),
+            pa.field("x1", pa.float64()),
+            pa.field("y1", pa.float64()),
+            pa.field("line", pa.int32()),
+            pa.field("source", pa.string()),
+            pa.field("conf", pa.float64()),
+        ]
+    )
+)
 PAGES_SCHEMA = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=False),
@@ -64,6 +78,7 @@ PAGES_SCHEMA = pa.schema(
         pa.field("source_height", pa.int32()),
         pa.field("image", pa.binary()),  # zstd(raw RGB, row-major), see IMAGE_ENCODING
         pa.field("encoding", pa.string()),
+        pa.field("words", WORDS_TYPE),  # null: words were not asked for; []: none found
     ]
 )
 IMAGE_ENCODING = "rgb24+zstd"
@@ -74,10 +89,24 @@ _CODEC = pa.Codec("zstd", compression_level=1)
 
 SETTINGS_KEY = "docextract.rasterize"
 PIXEL_SETTINGS = ("dpi", "min_pixels", "max_pixels", "max_pages", "direct_scans")  # what changes the pages
+WORD_SETTINGS = ("words", "ocr", "ocr_engine")  # what changes the pages' words (checked when the stage kept them)
 
 
 def pixel_settings(settings: RasterSettings) -> dict[str, Any]:
-    return {k: getattr(settings, k) for k in PIXEL_SETTINGS}
+    return {k: getattr(settings, k) for k in PIXEL_SETTINGS + WORD_SETTINGS}
+
+
+def _word_rows(words: list[Word] | None) -> list[dict[str, Any]] | None:
+    if words is None:
+        return None
+    return [{"text": w.text, "x0": w.x0, "y0": w.y0, "x1": w.x1, "y1": w.y1, "line": w.line, "source": w.source.value,
+             "conf": w.conf} for w in words]
+
+
+def _words(rows: list[dict[str, Any]] | None) -> list[Word] | None:
+    if rows is None:
+        return None
+    return [Word(r["text"], r["x0"], r["y0"], r["x1"], r["y1"], r["line"], WordSource(r["source"]), r["conf"]) for r in rows]
 
 
 def stage_settings(stage_dir: Path) -> dict[str, Any] | None:
@@ -94,11 +123,12 @@ def check_settings(stage_dir: Path, settings: RasterSettings) -> None:
     if made is None:
         return
     want = pixel_settings(settings)
-    diff = [f"{k}: stage {made.get(k)!r}, config {want[k]!r}" for k in PIXEL_SETTINGS if made.get(k) != want[k]]
+    keys = PIXEL_SETTINGS + tuple(k for k in WORD_SETTINGS if k in made)  # a stage from before words: pixels only
+    diff = [f"{k}: stage {made.get(k)!r}, config {want[k]!r}" for k in keys if made.get(k) != want[k]]
     if diff:
         raise StageError(
             f"{stage_dir} was rasterized with other settings ({'; '.join(diff)}): extract with the "
-            "[rasterize] settings it was made with, or rasterize again"
+            "[rasterize] and [words] settings it was made with, or rasterize again"
         )
 
 
@@ -223,6 +253,7 @@ def write_stage(
                     "source_height": p.source_height,
                     "image": encode_image(p.image),
                     "encoding": IMAGE_ENCODING,
+                    "words": _word_rows(p.words),
                 }
             )
         if len(page_rows) >= part_pages:
@@ -281,7 +312,7 @@ def stage_items(
                 continue  # not asked for, or a copy of pages already given (each document once)
             img = decode_image(rec["image"], rec["width"], rec["height"], rec["encoding"])
             pages.setdefault(rec["doc_id"], {})[rec["page_index"]] = Page(
-                rec["doc_id"], rec["page_index"], img, rec["source_width"], rec["source_height"]
+                rec["doc_id"], rec["page_index"], img, rec["source_width"], rec["source_height"], _words(rec.get("words"))
             )
         for doc_id in list(pages):
             r = rows[doc_id]

@@ -30,6 +30,7 @@ from pipeline.errors import CouldNotStart, RasterError
 from pipeline.pageblock import BLOCK_BYTES, PageBlock
 from pipeline.rasterize import RasterSettings, rasterize
 from pipeline.records import Document, ErrorType, RasterizedDoc
+from pipeline.words import PackedWords, pack_words, unpack_words
 
 Outcome = tuple[Document, RasterizedDoc | RasterError]
 
@@ -55,12 +56,19 @@ def encode_result(out: RasterizedDoc | RasterError) -> Payload:
     ``("err", error_type, message)``."""
     if isinstance(out, RasterError):
         return ("err", out.error_type.value, out.message)
+    for p in out.pages:
+        if p.words:
+            p.words = pack_words(p.words)  # type: ignore[assignment]  # columns: cheaper to pickle than Words
     return ("ok", out)
 
 
 def decode_result(payload: Payload) -> RasterizedDoc | RasterError:
     if payload[0] == "ok":
-        return payload[1]  # type: ignore[return-value]
+        out: RasterizedDoc = payload[1]  # type: ignore[assignment]
+        for p in out.pages:
+            if isinstance(p.words, PackedWords):
+                p.words = unpack_words(p.words)
+        return out
     return RasterError(ErrorType(payload[1]), payload[2])  # type: ignore[misc]
 
 

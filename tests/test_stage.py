@@ -17,7 +17,7 @@ from tests.helpers import REPO, doc_ids, invoice_truth, make_docs, run_cli, smal
 from tests.s3_server import s3_server  # noqa: F401  (the session fixture)
 from tests.scripted_engine import ScriptedEngine
 
-SETTINGS = RasterSettings.from_config(small_config().rasterize)
+SETTINGS = RasterSettings.from_config(small_config().rasterize, small_config().words)  # what run_job would use
 
 
 def _docs(d: Path, n: int, start: int = 0) -> Path:
