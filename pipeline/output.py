@@ -3,7 +3,8 @@
 ``open()`` takes the lock (``flock`` on a local directory; on object storage a lease with a
 heartbeat, ``pipeline.lease``), removes half-written parts, quarantines damaged ones and
 reconciles (one row per document), then reads which documents are finished under the run key.
-``commit()`` writes one results part and one failures part.  ``finish()`` reconciles again
+``commit()`` writes one evidence part, one results part and one failures part (evidence first: its
+rows count only once the results part of the same name holds their documents, see ``reconcile``).  ``finish()`` reconciles again
 (re-processed documents: the newest row wins) and makes sure both tables have a part.
 """
 
@@ -138,10 +139,11 @@ class Output:
             self._writer = PartWriter(self.location, self.run_id, self.arrow_schema, self.compression)
         return self._writer
 
-    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
+    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]],
+               evidence: pa.Table | None = None) -> None:
         writer = self.writer  # makes the tables' directories the first time: before the check, not after
         self.check_present()
-        writer.commit(results, failures)
+        writer.commit(results, failures, evidence)
 
     def finish(self) -> None:
         self.check_present()

@@ -213,6 +213,7 @@ class Generation:
     error_type: ErrorType | None = None
     warnings: list[str] = field(default_factory=list)  # what the engine changed to make the request fit
     pages_used: int | None = None  # pages the engine sent (trailing pages dropped to fit); None = all
+    field_confidence: dict[str, float] | None = None  # the model's own 0-1 score per leaf field path, when known
 
 
 @dataclass(slots=True)

@@ -1,0 +1,402 @@
+"""Evidence per field: where on the page each extracted value is printed, and how sure we are of it.
+
+``ground(value, pages)`` looks every leaf value of a validated answer up among the words of the
+document's pages (``Page.words``: the text layer, or OCR) and returns one ``FieldEvidence`` per
+leaf (``pipeline.fields`` paths).  Matching, in order: one word, several words of one line, words
+across lines (names and addresses printed over several lines), fuzzy (OCR noise).  Amounts, dates
+and times are compared by value (``pipeline.evidence_norm``: every locale format the synthetic
+generator prints), text casefolded without accents and edge punctuation.  When a value is printed
+more than once, the occurrence nearest its label wins (labels from the field's name plus a small
+table of common labels); a list item's fields prefer the lines of the item's fields already found.
+
+A null value gets a row with ``grounded = None`` (nothing to find); so do booleans and values that
+are not printed as such (``Literal`` choices, e.g. a payment method) when they are not found.
+Without words (``Page.words`` None on every page: not asked for) every row has ``grounded = None``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import enum
+import re
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.evidence_norm import amounts_in, dates_in, fold, same_amount, text_tokens, times_in, token
+from pipeline.fields import leaf_values
+from pipeline.records import Page, Word
+
+Box = tuple[float, float, float, float]
+
+#: labels printed beside values, by a word of the field's name (any language the project meets often)
+COMMON_LABELS: dict[str, tuple[str, ...]] = {
+    "total": ("total", "amount due", "grand total", "balance due", "amount", "gesamt", "gesamtbetrag", "summe",
+              "endbetrag", "montant", "ttc", "importe", "totale", "合计", "总计", "应付"),
+    "subtotal": ("subtotal", "sub total", "sub-total", "net", "netto", "zwischensumme", "sous-total", "ht", "小计"),
+    "tax": ("tax", "vat", "gst", "sst", "mwst", "ust", "tva", "iva", "税", "税额"),
+    "tip": ("tip", "gratuity", "trinkgeld", "pourboire"),
+    "date": ("date", "dated", "datum", "fecha", "data", "日期"),
+    "issue": ("issued", "invoice date", "rechnungsdatum", "date de facture"),
+    "due": ("due", "payable", "fällig", "fälligkeit", "échéance", "zahlbar"),
+    "number": ("no", "number", "#", "nr", "n°", "num", "ref", "nummer", "numéro", "编号", "号码"),
+    "invoice": ("invoice", "rechnung", "facture", "factura", "发票"),
+    "time": ("time", "zeit", "heure", "时间"),
+    "tax_id": ("vat", "ein", "tin", "gst", "ust-idnr", "tva", "siret", "tax id", "税号"),
+}
+#: currency codes and how they are printed besides the code itself
+CURRENCY_SIGNS: dict[str, tuple[str, ...]] = {
+    "EUR": ("€", "eur", "euro"), "USD": ("$", "us$", "usd"), "GBP": ("£", "gbp"), "JPY": ("¥", "円"),
+    "CNY": ("¥", "元", "rmb", "cny"), "CHF": ("chf", "fr."), "MYR": ("rm", "myr"), "SGD": ("s$", "sgd"),
+    "INR": ("₹", "rs", "rs."), "AUD": ("a$", "aud"), "CAD": ("c$", "cad"), "HKD": ("hk$", "hkd"),
+}
+
+
+class Match(str, enum.Enum):
+    WORD = "word"  # one word
+    LINE = "line"  # several words of one printed line
+    LINES = "lines"  # words across lines
+    FUZZY = "fuzzy"  # similar (OCR noise), not equal
+    NONE = "none"  # looked for, not found
+    NULL = "null"  # nothing to look for (null value), or no words to look in
+
+
+@dataclass(slots=True)
+class FieldEvidence:
+    """One leaf value and where it is printed.  ``page`` is 1-based; the box is in fractions of the upright
+    page; ``grounded`` is None where there was nothing to look for."""
+
+    field: str
+    value: str | None
+    grounded: bool | None
+    match: Match
+    score: float = 0.0  # similarity of the printed words to the value (1 for equal)
+    page: int | None = None
+    box: Box | None = None
+    source: str | None = None
+    confidence: float = 1.0
+    model_confidence: float | None = None
+    rule_failed: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cand:
+    page: int  # 0-based position in ``pages``
+    box: Box
+    match: Match
+    score: float
+    order: int  # reading order of the first word
+    source: str | None
+
+
+@dataclass(slots=True)
+class _Words:
+    """A document's words in reading order, with lazily built indexes of what they print."""
+
+    words: list[tuple[int, Word]]  # (page position, word)
+    tokens: list[str]
+    _amounts: dict[Decimal, list[tuple[int, int]]] | None = None
+    _dates: dict[dt.date, list[tuple[int, int]]] | None = None
+    _times: dict[dt.time, list[tuple[int, int]]] | None = None
+    labels: dict[str, list[tuple[int, Box]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pages: Sequence[Page]) -> _Words:
+        words = [(i, w) for i, p in enumerate(pages) for w in (p.words or []) if w.text.strip()]
+        return cls(words, [token(w.text) for _, w in words])
+
+    def line_windows(self, size: int) -> Iterable[tuple[int, int]]:
+        """(start, end) of every run of 1..``size`` consecutive words on one printed line."""
+        n = len(self.words)
+        for i in range(n):
+            key = (self.words[i][0], self.words[i][1].line)
+            for j in range(i + 1, min(n, i + size) + 1):
+                if (self.words[j - 1][0], self.words[j - 1][1].line) != key:
+                    break
+                yield i, j
+
+    def _index(self, size: int, parse: Any, ok: Any = None) -> dict[Any, list[tuple[int, int]]]:
+        out: dict[Any, list[tuple[int, int]]] = {}
+        for i, j in self.line_windows(size):
+            parts = [w.text for _, w in self.words[i:j]]
+            if ok is not None and not ok(parts):
+                continue
+            for v in parse(parts):
+                out.setdefault(v, []).append((i, j))
+        return out
+
+    def amounts(self) -> dict[Decimal, list[tuple[int, int]]]:
+        if self._amounts is None:
+            ocr = any(w.source.value == "ocr" for _, w in self.words[:50])
+            self._amounts = self._index(3, lambda ps: amounts_in("".join(ps), ocr), _amount_parts)
+        return self._amounts
+
+    def dates(self) -> dict[dt.date, list[tuple[int, int]]]:
+        if self._dates is None:
+            self._dates = self._index(4, lambda ps: dates_in(" ".join(ps)))
+        return self._dates
+
+    def times(self) -> dict[dt.time, list[tuple[int, int]]]:
+        if self._times is None:
+            self._times = self._index(2, lambda ps: times_in(" ".join(ps)))
+        return self._times
+
+    def cand(self, i: int, j: int, match: Match | None = None, score: float = 1.0) -> _Cand:
+        ws = [w for _, w in self.words[i:j]]
+        page = self.words[i][0]
+        ws = [w for (p, w) in self.words[i:j] if p == page]
+        box = (min(w.x0 for w in ws), min(w.y0 for w in ws), max(w.x1 for w in ws), max(w.y1 for w in ws))
+        if match is None:
+            match = Match.WORD if j - i == 1 else Match.LINE if len({w.line for w in ws}) == 1 else Match.LINES
+        return _Cand(page, box, match, score, i, ws[0].source.value)
+
+
+_THOUSANDS_GROUP = re.compile(r"^\d{3}([.,]\d+)?\W*$")
+
+
+def _amount_parts(parts: list[str]) -> bool:
+    """Several words read as one amount only when the others are thousands groups (``1 234,56``) or a
+    currency sign or code (``RM 9.00``, ``9,00 €``), never two numbers side by side."""
+    if len(parts) == 1:
+        return True
+    numeric = [p for p in parts if re.search(r"\d", p)]
+    signs = [p for p in parts if not re.search(r"\d", p)]
+    if any(len(s) > 3 for s in signs) or not numeric:
+        return False
+    return all(_THOUSANDS_GROUP.match(p) for p in numeric[1:])
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _labels_for(path: str) -> list[list[str]]:
+    """Label phrases (as token lists) for a field: its name's words and the common labels of each word."""
+    name = re.sub(r"\[\d+\]", "", path).split(".")[-1]
+    words = [w for w in name.split("_") if w]
+    phrases = {" ".join(words), *words}
+    for key in ("_".join(words), *words):
+        phrases.update(COMMON_LABELS.get(key, ()))
+    return [text_tokens(p) for p in phrases if text_tokens(p)]
+
+
+def _label_boxes(words: _Words, path: str) -> list[tuple[int, Box]]:
+    name = re.sub(r"\[\d+\]", "", path)
+    if name in words.labels:
+        return words.labels[name]
+    out: list[tuple[int, Box]] = []
+    words.labels[name] = out
+    for phrase in _labels_for(path):
+        k = len(phrase)
+        for i in range(len(words.tokens) - k + 1):
+            if words.tokens[i:i + k] == phrase:
+                out.append((words.words[i][0], words.cand(i, i + k).box))
+    return out
+
+
+def _distance(c: _Cand, anchors: list[tuple[int, Box]]) -> float:
+    """How far a candidate is from its nearest label (left on the same line, or above): smaller is nearer."""
+    best = float("inf")
+    for page, b in anchors:
+        if page != c.page:
+            continue
+        cy, by = (c.box[1] + c.box[3]) / 2, (b[1] + b[3]) / 2
+        h = max(c.box[3] - c.box[1], 0.005)
+        if abs(cy - by) < h:  # same line: to the left is best, to the right almost as good
+            d = max(0.0, c.box[0] - b[2]) if b[2] <= c.box[0] + h else 0.5 * max(0.0, b[0] - c.box[2]) + 0.05
+        elif b[3] <= c.box[1] + h / 2:  # above
+            d = 2 * (c.box[1] - b[3]) + 0.5 * abs(c.box[0] - b[0]) + 0.02
+        else:
+            d = 4 * (abs(cy - by) + abs(c.box[0] - b[0])) + 0.1
+        best = min(best, d)
+    return best
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _text_cands(words: _Words, value: str, fuzzy: float) -> list[_Cand]:
+    """Windows of words whose tokens, joined, equal the value's (joined); if none, similar ones."""
+    target = "".join(text_tokens(value))
+    if not target:
+        return []
+    toks, n = words.tokens, len(words.tokens)
+    exact: list[_Cand] = []
+    starts = [i for i in range(n) if toks[i] and target.startswith(toks[i])]
+    for i in starts:
+        acc, j = "", i
+        while j < n and len(acc) < len(target):
+            acc += toks[j]
+            j += 1
+            if not target.startswith(acc):
+                break
+        if acc == target:
+            exact.append(words.cand(i, j))
+    if exact or fuzzy >= 1.0:
+        return exact
+    return _fuzzy_cands(words, target, fuzzy)
+
+
+def _fuzzy_cands(words: _Words, target: str, fuzzy: float) -> list[_Cand]:
+    toks, n = words.tokens, len(words.tokens)
+    out: list[_Cand] = []
+    sm = difflib.SequenceMatcher(autojunk=False)
+    sm.set_seq2(target)
+    head = target[: max(2, min(len(target), 4))]
+    for i in range(n):
+        t = toks[i]
+        if not t or (difflib.SequenceMatcher(None, t[: len(head)], head).ratio() < 0.5 and len(target) > 3):
+            continue
+        acc, j = "", i
+        best, best_j = 0.0, i
+        while j < n and len(acc) < len(target) + 3:
+            acc += toks[j]
+            j += 1
+            if len(acc) < len(target) * fuzzy:
+                continue
+            sm.set_seq1(acc)
+            if sm.real_quick_ratio() < fuzzy or sm.quick_ratio() < fuzzy:
+                continue
+            r = sm.ratio()
+            if r > best:
+                best, best_j = r, j
+        if best >= fuzzy:
+            out.append(words.cand(i, best_j, Match.FUZZY, best))
+    return out
+
+
+def _indexed(words: _Words, index: dict[Any, list[tuple[int, int]]], keys: Iterable[Any]) -> list[_Cand]:
+    return [words.cand(i, j) for k in keys for i, j in index.get(k, [])]
+
+
+def _candidates(words: _Words, value: Any, fuzzy: float) -> list[_Cand]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (Decimal, int, float)):
+        target = abs(Decimal(str(value)))
+        return _indexed(words, words.amounts(), [k for k in words.amounts() if same_amount(k, target)])
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return _indexed(words, words.dates(), [value])
+    if isinstance(value, dt.time):
+        return _indexed(words, words.times(), [value.replace(microsecond=0, tzinfo=None)])
+    text = str(value.value if isinstance(value, enum.Enum) else value)
+    cands = _text_cands(words, text, fuzzy)
+    if not cands and text.upper() in CURRENCY_SIGNS:
+        for sign in CURRENCY_SIGNS[text.upper()]:
+            cands += _text_cands(words, sign, 1.0) or _sign_inside(words, sign)
+    return cands
+
+
+def _sign_inside(words: _Words, sign: str) -> list[_Cand]:
+    """A currency sign printed against its amount (``€12.50``, ``12,50€``)."""
+    return [words.cand(i, i + 1) for i, t in enumerate(words.tokens)
+            if not sign.isalpha() and sign in fold(words.words[i][1].text)]
+
+
+def _pick(cands: list[_Cand], anchors: list[tuple[int, Box]]) -> _Cand:
+    return min(cands, key=lambda c: (c.match is Match.FUZZY, _distance(c, anchors), -c.score, c.order))
+
+
+# --------------------------------------------------------------------------- the fields
+
+
+def _annotation(model: type[BaseModel], path: str) -> Any:
+    """The annotation of the field at ``path`` (``line_items[2].amount``), or None."""
+    ann: Any = model
+    for part in re.sub(r"\[\d+\]", "", path).split("."):
+        inner = _model_of(ann)
+        if inner is None or part not in inner.model_fields:
+            return None
+        ann = inner.model_fields[part].annotation
+    return ann
+
+
+def _model_of(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _model_of(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def _printed_verbatim(ann: Any) -> bool:
+    """False for values a model chooses rather than copies (``Literal`` choices, enums, booleans)."""
+    if ann is None:
+        return True
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return False
+    if isinstance(ann, type) and issubclass(ann, (enum.Enum, bool)):
+        return False
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    return all(_printed_verbatim(a) for a in args) if args and origin is not typing.Annotated else (
+        _printed_verbatim(args[0]) if origin is typing.Annotated and args else True)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[FieldEvidence]:
+    """One ``FieldEvidence`` per leaf of ``value`` (``pipeline.fields`` order), located among ``pages``' words.
+
+    ``fuzzy``: the least similarity (0-1, ``difflib`` ratio of the joined tokens) a text match that is not
+    equal needs.  ``confidence`` is left at 1: ``score_evidence`` combines it with the model's and the rules'."""
+    model = type(value)
+    have_words = any(p.words is not None for p in pages)
+    words = _Words.of(pages)
+    found: dict[str, _Cand] = {}
+    out: list[FieldEvidence] = []
+    for path, raw in leaf_values(value.model_dump(mode="python")):
+        text = _text(raw)
+        if raw is None or text == "" or not have_words:
+            out.append(FieldEvidence(path, text, None, Match.NULL))
+            continue
+        verbatim = _printed_verbatim(_annotation(model, path))
+        cands = _candidates(words, raw, fuzzy)
+        if not cands:
+            out.append(FieldEvidence(path, text, False if verbatim else None, Match.NONE))
+            continue
+        c = _pick(_after_previous_item(cands, path, found), _anchors(words, path, found))
+        found[path] = c
+        out.append(FieldEvidence(path, text, True, c.match, round(c.score, 4), pages[c.page].index + 1,
+                                 tuple(round(x, 5) for x in c.box), c.source))  # type: ignore[arg-type]
+    return out
+
+
+def _after_previous_item(cands: list[_Cand], path: str, found: dict[str, _Cand]) -> list[_Cand]:
+    """Item k is printed after item k-1: prefer the candidates that come after the previous item's first field."""
+    m = re.match(r"^(.*)\[(\d+)\]\.(.*)$", path)
+    if not m or m.group(2) == "0":
+        return cands
+    prev = found.get(f"{m.group(1)}[{int(m.group(2)) - 1}].{m.group(3)}")
+    if prev is None:
+        return cands
+    later = [c for c in cands if c.order > prev.order]
+    return later or cands
+
+
+def _anchors(words: _Words, path: str, found: dict[str, _Cand]) -> list[tuple[int, Box]]:
+    """Where a value is expected: beside its label; a list item's field, on the lines of its siblings."""
+    m = re.match(r"^(.*\[\d+\])\.", path)
+    if m:
+        prefix = m.group(1) + "."
+        sib = [(c.page, c.box) for p, c in found.items() if p.startswith(prefix) and c.match is not Match.FUZZY]
+        if sib:
+            return sib
+    return _label_boxes(words, path)

@@ -1,0 +1,116 @@
+"""Comparable forms of printed words for evidence matching: amounts, dates, times and text.
+
+Builds on ``pipeline.evaluate.normalize`` (the scorer's parsers: ``parse_amount``, ``parse_date``,
+``parse_time``) and adds what matching printed words needs beyond scoring: month names in every
+language the synthetic generator prints (``pipeline/synth/data/locales.json``), month-first dates
+(``03/05/2024`` is read both ways), common OCR confusions in numbers (``O`` for ``0``), and token
+forms of text (casefolded, accents and edge punctuation dropped).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import re
+import unicodedata
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.evaluate.normalize import _DATE_PATTERNS, _MONTHS, _date_from_match, _make_date, _year, parse_amount, parse_time
+
+_LOCALES_JSON = Path(__file__).parent / "synth" / "data" / "locales.json"
+_OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "I": "1", "l": "1", "|": "1", "i": "1",
+                             "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2", "g": "9"})
+_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+_HAS_DIGIT = re.compile(r"\d")
+
+
+@functools.cache
+def _month_names() -> dict[str, str]:
+    """Month name (any language the generator prints, casefolded, accents dropped) -> English name."""
+    out = {m: m for m in _MONTHS}
+    try:
+        months = json.loads(_LOCALES_JSON.read_text(encoding="utf-8"))["months"]
+    except (OSError, ValueError, KeyError):  # the package data is missing: English only
+        return out
+    for names in months.values():
+        for i, name in enumerate(names):
+            out[fold(name)] = _MONTHS[i]
+    return out
+
+
+def fold(text: str) -> str:
+    """Casefolded, accents dropped, whitespace collapsed."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def token(text: str) -> str:
+    """A word's comparable form: folded, without leading or trailing punctuation (``"Total:"`` -> ``total``)."""
+    t = fold(text)
+    stripped = _EDGE.sub("", t)
+    return stripped or t
+
+
+def text_tokens(value: str) -> list[str]:
+    """A text value's tokens, as printed words would be (commas between address parts are separators)."""
+    return [t for t in (token(w) for w in fold(value).replace(",", " ").split()) if t]
+
+
+def _english_months(text: str) -> str:
+    """``5 mars 2024`` -> ``5 march 2024``: month words in any printed language in English."""
+    names = _month_names()
+    words = re.split(r"(\W+)", fold(text))
+    return "".join(names.get(w, names.get(w[:-1], w)) if w.isalpha() else w for w in words)
+
+
+def dates_in(text: str) -> set[dt.date]:
+    """Every date ``text`` may print: day-first and month-first readings of ``03/05/2024`` both count."""
+    if not _HAS_DIGIT.search(text):
+        return set()
+    t = _english_months(text)
+    out: set[dt.date] = set()
+    for kind, pattern in _DATE_PATTERNS:
+        for m in pattern.finditer(t):
+            g = m.groups()
+            d = _date_from_match(kind, g)
+            if d is not None:
+                out.add(d)
+            if kind == "dmy":
+                swapped = _make_date(_year(g[2]), int(g[0]), int(g[1]))
+                if swapped is not None:
+                    out.add(swapped)
+    return out
+
+
+def amounts_in(text: str, ocr: bool = False) -> set[Decimal]:
+    """The amount ``text`` prints (sign ignored), as ``parse_amount`` reads it; with ``ocr`` also after
+    mapping letters OCR confuses with digits.  Empty when ``text`` has no digit."""
+    out: set[Decimal] = set()
+    for t in (text, text.translate(_OCR_DIGITS)) if ocr else (text,):
+        if not _HAS_DIGIT.search(t) or _letters_between_digits(t):
+            continue
+        value = parse_amount(t)
+        if value is not None:
+            out.add(abs(value))
+        if _AMBIGUOUS.search(t):  # 1,234 or 1.234: thousands in one locale, three places in another
+            out.add(abs(Decimal(re.sub(r"[^\d.,]", "", t).replace(",", "."))))
+    return out
+
+
+_AMBIGUOUS = re.compile(r"^\D*\d{1,3}[.,]\d{3}\D*$")
+
+
+def _letters_between_digits(text: str) -> bool:
+    """``INV-2024-0042`` or ``12AB34`` are identifiers, not amounts."""
+    return bool(re.search(r"\d[^\d\s.,'’\u00a0\u202f]+\d", text)) and not re.fullmatch(r"[\d\s.,'’\u00a0\u202f-]+", text)
+
+
+def times_in(text: str) -> set[dt.time]:
+    t = parse_time(text) if ":" in text or "." in text else None
+    return {t} if t is not None else set()
+
+
+def same_amount(a: Decimal, b: Decimal) -> bool:
+    return abs(a - b) < Decimal("0.005")
