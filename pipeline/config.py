@@ -237,7 +237,8 @@ class EvidenceConfig(_Section):
 
     enabled: bool = Field(True, description="Look every extracted value up among the page's words; write evidence rows.")
     fuzzy_threshold: float = Field(
-        0.8, ge=0.5, le=1.0, description="Least similarity (0-1) of printed words to a text value for a fuzzy match; 1: exact only."
+        0.8, ge=0.5, le=1.0,
+        description="Least similarity (0-1) of printed words to a text value for a fuzzy match; 1: exact only."
     )
     min_confidence: float = Field(0.5, ge=0, le=1, description="A field below this confidence flags its document for review.")
     not_found_factor: float = Field(

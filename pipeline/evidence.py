@@ -22,7 +22,8 @@ import enum
 import re
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from decimal import Decimal
 from typing import Any
 
@@ -81,8 +82,8 @@ class FieldEvidence:
     source: str | None = None
     confidence: float = 1.0
     model_confidence: float | None = None
-    rule_failed: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    rule_failed: list[str] = dc_field(default_factory=list)
+    reasons: list[str] = dc_field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ class _Words:
     _amounts: dict[Decimal, list[tuple[int, int]]] | None = None
     _dates: dict[dt.date, list[tuple[int, int]]] | None = None
     _times: dict[dt.time, list[tuple[int, int]]] | None = None
-    labels: dict[str, list[tuple[int, Box]]] = field(default_factory=dict)
+    labels: dict[str, list[tuple[int, Box]]] = dc_field(default_factory=dict)
 
     @classmethod
     def of(cls, pages: Sequence[Page]) -> _Words:

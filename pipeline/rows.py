@@ -1,10 +1,10 @@
-"""Rows of the two output tables, built from the records of one document.
+"""Rows of the three output tables, built from the records of one document.
 
-``results``: the schema's typed columns plus the document's columns (``RESULT_COLUMNS``);
-``failures``: ``FAILURES_SCHEMA``; ``evidence``: ``pipeline.trust.EVIDENCE_SCHEMA``, one row per leaf
-value of a result, with the result's ``needs_review`` and ``review_reasons`` (``pipeline.trust``).  A result whose values do not fit their columns (a number
-over its decimal's digits, say) becomes a ``schema_mismatch`` failure instead: never a lost
-batch.
+``results``: the schema's typed columns plus the document's columns (``RESULT_COLUMNS``) and its
+``needs_review`` and ``review_reasons`` (``pipeline.trust``); ``failures``: ``FAILURES_SCHEMA``;
+``evidence``: ``EVIDENCE_SCHEMA``, one row per leaf value of a result.  A result whose values do not
+fit their columns (a number over its decimal's digits, say) becomes a ``schema_mismatch`` failure
+instead (its evidence rows are dropped with it): never a lost batch.
 """
 
 from __future__ import annotations

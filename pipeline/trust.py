@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.columns import EVIDENCE_SCHEMA
 from pipeline.config import EvidenceConfig
 from pipeline.evidence import FieldEvidence, Match, ground
 from pipeline.records import Page
+
 
 @dataclass(slots=True)
 class Assessment:
