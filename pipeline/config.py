@@ -244,6 +244,9 @@ class EvidenceConfig(_Section):
     not_found_factor: float = Field(
         0.3, ge=0, le=1, description="Confidence multiplier for a value that is not found on the page."
     )
+    sum_factor: float = Field(
+        0.9, ge=0, le=1, description="Confidence multiplier for an amount found only as a sum of labelled amounts (tax by rate)."
+    )
     rule_failed_factor: float = Field(
         0.6, ge=0, le=1, description="Confidence multiplier for a field whose business rule failed before a re-ask."
     )

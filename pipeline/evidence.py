@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import enum
+import functools
 import re
 import typing
 from collections.abc import Iterable, Sequence
@@ -49,6 +50,10 @@ COMMON_LABELS: dict[str, tuple[str, ...]] = {
     "invoice": ("invoice", "rechnung", "facture", "factura", "发票"),
     "time": ("time", "zeit", "heure", "时间"),
     "tax_id": ("vat", "ein", "tin", "gst", "ust-idnr", "tva", "siret", "tax id", "税号"),
+    "quantity": ("qty", "quantity", "menge", "anz", "qte", "quantite", "数量"),
+    "unit_price": ("unit price", "price", "rate", "preis", "einzelpreis", "prix", "prix unitaire", "单价"),
+    "amount": ("amount", "total", "betrag", "gesamt", "montant", "金额"),
+    "description": ("description", "item", "items", "beschreibung", "bezeichnung", "designation", "项目名称"),
 }
 #: currency codes and how they are printed besides the code itself
 CURRENCY_SIGNS: dict[str, tuple[str, ...]] = {
@@ -63,6 +68,7 @@ class Match(str, enum.Enum):
     LINE = "line"  # several words of one printed line
     LINES = "lines"  # words across lines
     FUZZY = "fuzzy"  # similar (OCR noise), not equal
+    SUM = "sum"  # an amount not printed as such: the sum of the amounts printed beside its label (tax by rate)
     NONE = "none"  # looked for, not found
     NULL = "null"  # nothing to look for (null value), or no words to look in
 
@@ -106,6 +112,7 @@ class _Words:
     _dates: dict[dt.date, list[tuple[int, int]]] | None = None
     _times: dict[dt.time, list[tuple[int, int]]] | None = None
     labels: dict[str, list[tuple[int, Box]]] = dc_field(default_factory=dict)
+    _first: dict[str, list[int]] | None = None
 
     @classmethod
     def of(cls, pages: Sequence[Page]) -> _Words:
@@ -139,9 +146,20 @@ class _Words:
         return self._amounts
 
     def dates(self) -> dict[dt.date, list[tuple[int, int]]]:
+        """Dates of 1..4-word windows, looked for only in windows that start with a word holding a digit
+        or a letter run (a month name) and hold a digit somewhere."""
         if self._dates is None:
-            self._dates = self._index(4, lambda ps: dates_in(" ".join(ps)))
+            self._dates = self._index(4, lambda ps: dates_in(" ".join(ps)), _may_be_date)
         return self._dates
+
+    def starting(self, ch: str) -> list[int]:
+        """Positions of the words whose token starts with ``ch``."""
+        if self._first is None:
+            self._first = {}
+            for i, t in enumerate(self.tokens):
+                if t:
+                    self._first.setdefault(t[0], []).append(i)
+        return self._first.get(ch, [])
 
     def times(self) -> dict[dt.time, list[tuple[int, int]]]:
         if self._times is None:
@@ -156,6 +174,14 @@ class _Words:
         if match is None:
             match = Match.WORD if j - i == 1 else Match.LINE if len({w.line for w in ws}) == 1 else Match.LINES
         return _Cand(page, box, match, score, i, ws[0].source.value)
+
+
+_DATEISH = re.compile(r"\d\s*[-/.年月]\s*\d|\d\.?\s+[^\W\d]{3}|[^\W\d]{3,}\.?\s+\d|\d{8}")
+
+
+def _may_be_date(parts: list[str]) -> bool:
+    """Cheap test before the date patterns: digits joined by a date separator, or beside a word (a month)."""
+    return parts[0][:1].isalnum() and bool(_DATEISH.search(" ".join(parts)))
 
 
 _THOUSANDS_GROUP = re.compile(r"^\d{3}([.,]\d+)?\W*$")
@@ -178,7 +204,11 @@ def _amount_parts(parts: list[str]) -> bool:
 
 def _labels_for(path: str) -> list[list[str]]:
     """Label phrases (as token lists) for a field: its name's words and the common labels of each word."""
-    name = re.sub(r"\[\d+\]", "", path).split(".")[-1]
+    return _labels_named(re.sub(r"\[\d+\]", "", path).split(".")[-1])
+
+
+@functools.cache
+def _labels_named(name: str) -> list[list[str]]:
     words = [w for w in name.split("_") if w]
     phrases = {" ".join(words), *words}
     for key in ("_".join(words), *words):
@@ -194,7 +224,7 @@ def _label_boxes(words: _Words, path: str) -> list[tuple[int, Box]]:
     words.labels[name] = out
     for phrase in _labels_for(path):
         k = len(phrase)
-        for i in range(len(words.tokens) - k + 1):
+        for i in words.starting(phrase[0][0]):
             if words.tokens[i:i + k] == phrase:
                 out.append((words.words[i][0], words.cand(i, i + k).box))
     return out
@@ -228,7 +258,7 @@ def _text_cands(words: _Words, value: str, fuzzy: float) -> list[_Cand]:
         return []
     toks, n = words.tokens, len(words.tokens)
     exact: list[_Cand] = []
-    starts = [i for i in range(n) if toks[i] and target.startswith(toks[i])]
+    starts = [i for i in words.starting(target[0]) if target.startswith(toks[i])]
     for i in starts:
         acc, j = "", i
         while j < n and len(acc) < len(target):
@@ -248,10 +278,10 @@ def _fuzzy_cands(words: _Words, target: str, fuzzy: float) -> list[_Cand]:
     out: list[_Cand] = []
     sm = difflib.SequenceMatcher(autojunk=False)
     sm.set_seq2(target)
-    head = target[: max(2, min(len(target), 4))]
+    head = _bigrams(target[:5])
     for i in range(n):
         t = toks[i]
-        if not t or (difflib.SequenceMatcher(None, t[: len(head)], head).ratio() < 0.5 and len(target) > 3):
+        if not t or (len(target) > 3 and not head & _bigrams(t[:5])):
             continue
         acc, j = "", i
         best, best_j = 0.0, i
@@ -271,6 +301,10 @@ def _fuzzy_cands(words: _Words, target: str, fuzzy: float) -> list[_Cand]:
     return out
 
 
+def _bigrams(s: str) -> set[str]:
+    return {s[k:k + 2] for k in range(len(s) - 1)} or {s}
+
+
 def _indexed(words: _Words, index: dict[Any, list[tuple[int, int]]], keys: Iterable[Any]) -> list[_Cand]:
     return [words.cand(i, j) for k in keys for i, j in index.get(k, [])]
 
@@ -279,14 +313,15 @@ def _candidates(words: _Words, value: Any, fuzzy: float) -> list[_Cand]:
     if isinstance(value, bool):
         return []
     if isinstance(value, (Decimal, int, float)):
-        target = abs(Decimal(str(value)))
-        return _indexed(words, words.amounts(), [k for k in words.amounts() if same_amount(k, target)])
+        return _indexed(words, words.amounts(), [abs(Decimal(str(value)))])  # equal Decimals hash alike
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
         return _indexed(words, words.dates(), [value])
     if isinstance(value, dt.time):
         return _indexed(words, words.times(), [value.replace(microsecond=0, tzinfo=None)])
+    if isinstance(value, dt.datetime):
+        value = value.date()
     text = str(value.value if isinstance(value, enum.Enum) else value)
     cands = _text_cands(words, text, fuzzy)
     if not cands and text.upper() in CURRENCY_SIGNS:
@@ -299,6 +334,45 @@ def _sign_inside(words: _Words, sign: str) -> list[_Cand]:
     """A currency sign printed against its amount (``€12.50``, ``12,50€``)."""
     return [words.cand(i, i + 1) for i, t in enumerate(words.tokens)
             if not sign.isalpha() and sign in fold(words.words[i][1].text)]
+
+
+def _sum_cands(words: _Words, value: Decimal, path: str, most: int = 4) -> list[_Cand]:
+    """``value`` as the sum of 2..``most`` amounts, each the last one printed on a line that holds the field's
+    label (tax at several rates: ``VAT 20% 3.70`` + ``VAT 10% 1.39``).  The candidate's box is the first line's."""
+    lines: dict[tuple[int, int], list[int]] = {}
+    for i, (p, w) in enumerate(words.words):
+        lines.setdefault((p, w.line), []).append(i)
+    labels = [" ".join(x) for x in _labels_for(path)]
+    found: list[tuple[int, Decimal]] = []
+    for idx in lines.values():
+        text = " ".join(words.tokens[i] for i in idx)
+        if not any(re.search(rf"(?<![a-z]){re.escape(lab)}(?![a-z])", text) for lab in labels):
+            continue
+        for i in _row(words, idx):
+            amounts = amounts_in(words.words[i][1].text)
+            if amounts and "%" not in words.words[i][1].text:
+                found.append((i, max(amounts)))
+                break
+    target = abs(value)
+    for n in range(2, min(most, len(found)) + 1):
+        for k in range(len(found) - n + 1):  # consecutive label lines
+            run = found[k:k + n]
+            if same_amount(sum((a for _, a in run), Decimal(0)), target):
+                first = words.cand(run[0][0], run[0][0] + 1)
+                return [_Cand(first.page, first.box, Match.SUM, 1.0, first.order, first.source)]
+    return []
+
+
+def _row(words: _Words, idx: list[int]) -> list[int]:
+    """The words printed on the same row as a line (OCR may read a row's left and right parts as two lines),
+    right to left."""
+    page = words.words[idx[0]][0]
+    y0 = min(words.words[i][1].y0 for i in idx)
+    y1 = max(words.words[i][1].y1 for i in idx)
+    x = max(words.words[i][1].x1 for i in idx)
+    row = [i for i, (p, w) in enumerate(words.words) if p == page and y0 <= (w.y0 + w.y1) / 2 <= y1
+           and (i in idx or w.x0 >= x)]
+    return sorted(row, key=lambda i: -words.words[i][1].x1)
 
 
 def _pick(cands: list[_Cand], anchors: list[tuple[int, Box]]) -> _Cand:
@@ -370,10 +444,12 @@ def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[
             continue
         verbatim = _printed_verbatim(_annotation(model, path))
         cands = _candidates(words, raw, fuzzy)
+        if not cands and isinstance(raw, Decimal) and "[" not in path:
+            cands = _sum_cands(words, raw, path)
         if not cands:
             out.append(FieldEvidence(path, text, False if verbatim else None, Match.NONE))
             continue
-        c = _pick(_after_previous_item(cands, path, found), _anchors(words, path, found))
+        c = _choose(words, cands, path, found)
         found[path] = c
         out.append(FieldEvidence(path, text, True, c.match, round(c.score, 4), pages[c.page].index + 1,
                                  tuple(round(x, 5) for x in c.box), c.source))  # type: ignore[arg-type]
@@ -392,12 +468,35 @@ def _after_previous_item(cands: list[_Cand], path: str, found: dict[str, _Cand])
     return later or cands
 
 
-def _anchors(words: _Words, path: str, found: dict[str, _Cand]) -> list[tuple[int, Box]]:
-    """Where a value is expected: beside its label; a list item's field, on the lines of its siblings."""
+def _choose(words: _Words, cands: list[_Cand], path: str, found: dict[str, _Cand]) -> _Cand:
+    """The occurrence of a value that is its field's: nearest its label; for a list item's field, the first after
+    the previous item (its first field), then on the row of the item's fields found so far, under its column head."""
     m = re.match(r"^(.*\[\d+\])\.", path)
-    if m:
-        prefix = m.group(1) + "."
-        sib = [(c.page, c.box) for p, c in found.items() if p.startswith(prefix) and c.match is not Match.FUZZY]
-        if sib:
-            return sib
-    return _label_boxes(words, path)
+    if not m:
+        return _pick(cands, _label_boxes(words, path))
+    cands = _after_previous_item(cands, path, found)
+    prefix = m.group(1) + "."
+    sibs = [c for p, c in found.items() if p.startswith(prefix) and c.match is not Match.FUZZY]
+    if not sibs:
+        return min(cands, key=lambda c: (c.match is Match.FUZZY, c.order))
+    heads = _label_boxes(words, path)
+    return min(cands, key=lambda c: (c.match is Match.FUZZY, _rows_apart(c, sibs), _column_apart(c, heads), c.order))
+
+
+def _rows_apart(c: _Cand, sibs: list[_Cand]) -> float:
+    """Lines between a candidate and the nearest sibling field's box (0 inside its rows); other pages count 99."""
+    h = max(c.box[3] - c.box[1], 0.005)
+    cy = (c.box[1] + c.box[3]) / 2
+    best = 99.0
+    for s in sibs:
+        if s.page == c.page:
+            gap = max(0.0, s.box[1] - cy, cy - s.box[3])
+            best = min(best, round(gap / h))
+    return best
+
+
+def _column_apart(c: _Cand, heads: list[tuple[int, Box]]) -> float:
+    """Horizontal distance from the candidate to the nearest column head above it (0 without one)."""
+    cx = (c.box[0] + c.box[2]) / 2
+    above = [abs(cx - (b[0] + b[2]) / 2) for p, b in heads if p == c.page and b[3] <= c.box[1] + 0.002]
+    return min(above) if above else 0.0

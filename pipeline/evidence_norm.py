@@ -22,6 +22,7 @@ from pipeline.evaluate.normalize import _DATE_PATTERNS, _MONTHS, _date_from_matc
 _LOCALES_JSON = Path(__file__).parent / "synth" / "data" / "locales.json"
 _OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "I": "1", "l": "1", "|": "1", "i": "1",
                              "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2", "g": "9"})
+_GLUED_TIME = re.compile(r"(\d[-/.]\d{2})(\d{1,2}:\d{2})")
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _HAS_DIGIT = re.compile(r"\d")
 
@@ -69,7 +70,7 @@ def dates_in(text: str) -> set[dt.date]:
     """Every date ``text`` may print: day-first and month-first readings of ``03/05/2024`` both count."""
     if not _HAS_DIGIT.search(text):
         return set()
-    t = _english_months(text)
+    t = _GLUED_TIME.sub(r"\1 \2", _english_months(text))  # OCR glues "2021-01-25 10:26" together
     out: set[dt.date] = set()
     for kind, pattern in _DATE_PATTERNS:
         for m in pattern.finditer(t):
@@ -95,7 +96,9 @@ def amounts_in(text: str, ocr: bool = False) -> set[Decimal]:
         if value is not None:
             out.add(abs(value))
         if _AMBIGUOUS.search(t):  # 1,234 or 1.234: thousands in one locale, three places in another
-            out.add(abs(Decimal(re.sub(r"[^\d.,]", "", t).replace(",", "."))))
+            digits = re.sub(r"[^\d.,]", "", t)
+            out.add(abs(Decimal(digits.replace(",", "."))))
+            out.add(abs(Decimal(re.sub(r"[.,]", "", digits))))
     return out
 
 

@@ -55,6 +55,8 @@ def _grounding_factor(ev: FieldEvidence, cfg: EvidenceConfig) -> float:
         return 1.0
     if not ev.grounded:
         return cfg.not_found_factor
+    if ev.match is Match.SUM:
+        return cfg.sum_factor
     return ev.score if ev.match is Match.FUZZY else 1.0
 
 
