@@ -172,3 +172,25 @@ def test_evidence_off_writes_no_rows_and_no_flags(synth, tmp_path):
     assert q(f"SELECT count(*) FROM '{out}/evidence/*.parquet'") == [(0,)]
     assert q(f"SELECT count(*) FROM '{out}/results/*.parquet' WHERE NOT needs_review") == [(3,)]
     assert json.loads((out / "run.json").read_text())  # the run finished normally
+
+
+def test_a_rule_that_failed_before_the_reask_is_a_review_reason(synth, tmp_path):
+    truth = truth_answers(synth)
+    first = sorted(truth)[0]
+
+    def answer(req):
+        t = dict(truth[req.doc_id])
+        if req.doc_id == first and req.attempt == 1:
+            t["total"] = str(float(t["total"]) + 5)  # subtotal + tax no longer equals the total
+        return t
+
+    out = tmp_path / "out"
+    assert run([synth], out, ScriptedEngine(callback=answer)).exit_code == 0
+    rows = dict((d, (a, n, r)) for d, a, n, r in q(
+        f"SELECT doc_id, attempts, needs_review, review_reasons FROM '{out}/results/*.parquet'"))
+    attempts, needs, reasons = rows[first]
+    assert attempts == 2 and needs is True
+    assert any(r.startswith("total: rule failed before the re-ask: subtotal_plus_tax_equals_total") for r in reasons)
+    assert any(r.startswith("subtotal: rule failed before the re-ask") for r in reasons)
+    failed = q(f"SELECT field, rule_failed FROM '{out}/evidence/*.parquet' WHERE doc_id = '{first}' AND len(rule_failed) > 0")
+    assert {f for f, _ in failed} >= {"total", "subtotal", "tax"}
