@@ -344,7 +344,8 @@ def run_cost(docs: list[dict[str, Any]], rounds: int) -> dict[str, float]:
     result_cpu: list[float] = []
     for r in range(rounds + 1):  # round 0 warms up (imports, caches) and is not counted
         for enabled in ((True, False) if r % 2 == 0 else (False, True)):
-            cfg = job_config(**{"evidence.enabled": enabled, "run.batch_size": 32, "schema": "invoice"})
+            cfg = job_config(**{"evidence.enabled": enabled, "run.batch_size": 32, "schema": "invoice",
+                                "rasterize.workers": 1})  # in process: every CPU second is this process's
             with tempfile.TemporaryDirectory() as out:
                 backend = local_backend(cfg, out, engine=ScriptedEngine(answers, record=False))
                 backend.source = _WordsSource(backend.source)

@@ -113,6 +113,15 @@ class _Words:
     _times: dict[dt.time, list[tuple[int, int]]] | None = None
     labels: dict[str, list[tuple[int, Box]]] = dc_field(default_factory=dict)
     _first: dict[str, list[int]] | None = None
+    _labelled: list[int] | None = None
+    siblings: dict[str, list[str]] = dc_field(default_factory=dict)  # list path -> its items' leaf names
+
+    @property
+    def labelled(self) -> list[int]:
+        """Positions of the words with a colon inside (a label and its value printed as one word)."""
+        if self._labelled is None:
+            self._labelled = [i for i, t in enumerate(self.tokens) if ":" in t[:-1] or "：" in t[:-1]]
+        return self._labelled
 
     @classmethod
     def of(cls, pages: Sequence[Page]) -> _Words:
@@ -184,6 +193,9 @@ def _may_be_date(parts: list[str]) -> bool:
     return parts[0][:1].isalnum() and bool(_DATEISH.search(" ".join(parts)))
 
 
+_DIGIT = re.compile(r"\d")
+_INDEX = re.compile(r"\[\d+\]")
+_ITEM_FIELD = re.compile(r"^(.*)\[(\d+)\]\.(.*)$")
 _THOUSANDS_GROUP = re.compile(r"^\d{3}([.,]\d+)?\W*$")
 
 
@@ -192,8 +204,8 @@ def _amount_parts(parts: list[str]) -> bool:
     currency sign or code (``RM 9.00``, ``9,00 €``), never two numbers side by side."""
     if len(parts) == 1:
         return True
-    numeric = [p for p in parts if re.search(r"\d", p)]
-    signs = [p for p in parts if not re.search(r"\d", p)]
+    numeric = [p for p in parts if _DIGIT.search(p)]
+    signs = [p for p in parts if not _DIGIT.search(p)]
     if any(len(s) > 3 for s in signs) or not numeric:
         return False
     return all(_THOUSANDS_GROUP.match(p) for p in numeric[1:])
@@ -204,7 +216,7 @@ def _amount_parts(parts: list[str]) -> bool:
 
 def _labels_for(path: str) -> list[list[str]]:
     """Label phrases (as token lists) for a field: its name's words and the common labels of each word."""
-    return _labels_named(re.sub(r"\[\d+\]", "", path).split(".")[-1])
+    return _labels_named(_INDEX.sub("", path).split(".")[-1])
 
 
 @functools.cache
@@ -217,7 +229,7 @@ def _labels_named(name: str) -> list[list[str]]:
 
 
 def _label_boxes(words: _Words, path: str) -> list[tuple[int, Box]]:
-    name = re.sub(r"\[\d+\]", "", path)
+    name = _INDEX.sub("", path)
     if name in words.labels:
         return words.labels[name]
     out: list[tuple[int, Box]] = []
@@ -268,9 +280,33 @@ def _text_cands(words: _Words, value: str, fuzzy: float) -> list[_Cand]:
                 break
         if acc == target:
             exact.append(words.cand(i, j))
-    if exact or fuzzy >= 1.0:
+    exact += [words.cand(i, i + 1) for i in words.labelled if len(toks[i]) > len(target) and toks[i].endswith(target)
+              and toks[i][-len(target) - 1] in ":："]  # glued to its label: "no:12345"
+    if exact:
         return exact
-    return _fuzzy_cands(words, target, fuzzy)
+    parts = [p for p in value.split(",") if text_tokens(p)]
+    if len(parts) > 1:  # an address whose parts OCR read into other columns' lines
+        joined = _parts_cands(words, parts)
+        if joined:
+            return joined
+    return [] if fuzzy >= 1.0 else _fuzzy_cands(words, target, fuzzy)
+
+
+def _parts_cands(words: _Words, parts: list[str]) -> list[_Cand]:
+    """Every comma-separated part found exactly, each the occurrence nearest the part before it: one candidate
+    whose box spans them (on the first part's page)."""
+    chosen: list[_Cand] = []
+    for part in parts:
+        cands = _text_cands(words, part, 1.0)
+        if not cands:
+            return []
+        if chosen:
+            prev = chosen[-1]
+            cands.sort(key=lambda c: (c.page != prev.page, abs(c.box[1] - prev.box[3]) + abs(c.box[0] - prev.box[0])))
+        chosen.append(cands[0])
+    page = [c for c in chosen if c.page == chosen[0].page]
+    box = (min(c.box[0] for c in page), min(c.box[1] for c in page), max(c.box[2] for c in page), max(c.box[3] for c in page))
+    return [_Cand(chosen[0].page, box, Match.LINES, 1.0, chosen[0].order, chosen[0].source)]
 
 
 def _fuzzy_cands(words: _Words, target: str, fuzzy: float) -> list[_Cand]:
@@ -382,10 +418,15 @@ def _pick(cands: list[_Cand], anchors: list[tuple[int, Box]]) -> _Cand:
 # --------------------------------------------------------------------------- the fields
 
 
+@functools.cache
+def _verbatim(model: type[BaseModel], path: str) -> bool:
+    return _printed_verbatim(_annotation(model, path))
+
+
 def _annotation(model: type[BaseModel], path: str) -> Any:
     """The annotation of the field at ``path`` (``line_items[2].amount``), or None."""
     ann: Any = model
-    for part in re.sub(r"\[\d+\]", "", path).split("."):
+    for part in _INDEX.sub("", path).split("."):
         inner = _model_of(ann)
         if inner is None or part not in inner.model_fields:
             return None
@@ -442,7 +483,7 @@ def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[
         if raw is None or text == "" or not have_words:
             out.append(FieldEvidence(path, text, None, Match.NULL))
             continue
-        verbatim = _printed_verbatim(_annotation(model, path))
+        verbatim = _verbatim(model, _INDEX.sub("", path))
         cands = _candidates(words, raw, fuzzy)
         if not cands and isinstance(raw, Decimal) and "[" not in path:
             cands = _sum_cands(words, raw, path)
@@ -451,6 +492,10 @@ def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[
             continue
         c = _choose(words, cands, path, found)
         found[path] = c
+        if (item := _ITEM_FIELD.match(path)) is not None:
+            names = words.siblings.setdefault(item.group(1), [])
+            if item.group(3) not in names:
+                names.append(item.group(3))
         out.append(FieldEvidence(path, text, True, c.match, round(c.score, 4), pages[c.page].index + 1,
                                  tuple(round(x, 5) for x in c.box), c.source))  # type: ignore[arg-type]
     return out
@@ -458,7 +503,7 @@ def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[
 
 def _after_previous_item(cands: list[_Cand], path: str, found: dict[str, _Cand]) -> list[_Cand]:
     """Item k is printed after item k-1: prefer the candidates that come after the previous item's first field."""
-    m = re.match(r"^(.*)\[(\d+)\]\.(.*)$", path)
+    m = _ITEM_FIELD.match(path)
     if not m or m.group(2) == "0":
         return cands
     prev = found.get(f"{m.group(1)}[{int(m.group(2)) - 1}].{m.group(3)}")
@@ -471,16 +516,22 @@ def _after_previous_item(cands: list[_Cand], path: str, found: dict[str, _Cand])
 def _choose(words: _Words, cands: list[_Cand], path: str, found: dict[str, _Cand]) -> _Cand:
     """The occurrence of a value that is its field's: nearest its label; for a list item's field, the first after
     the previous item (its first field), then on the row of the item's fields found so far, under its column head."""
-    m = re.match(r"^(.*\[\d+\])\.", path)
+    m = _ITEM_FIELD.match(path)
     if not m:
         return _pick(cands, _label_boxes(words, path))
     cands = _after_previous_item(cands, path, found)
-    prefix = m.group(1) + "."
-    sibs = [c for p, c in found.items() if p.startswith(prefix) and c.match is not Match.FUZZY]
+    prefix = f"{m.group(1)}[{m.group(2)}]."
+    sibs = [c for f in _sibling_names(words, path) if (c := found.get(prefix + f)) is not None and c.match is not Match.FUZZY]
     if not sibs:
         return min(cands, key=lambda c: (c.match is Match.FUZZY, c.order))
     heads = _label_boxes(words, path)
     return min(cands, key=lambda c: (c.match is Match.FUZZY, _rows_apart(c, sibs), _column_apart(c, heads), c.order))
+
+
+def _sibling_names(words: _Words, path: str) -> list[str]:
+    """The other leaf names of a list item (``description``, ``quantity`` ... for ``line_items[3].amount``)."""
+    m = _ITEM_FIELD.match(path)
+    return [] if m is None else words.siblings.setdefault(m.group(1), [])
 
 
 def _rows_apart(c: _Cand, sibs: list[_Cand]) -> float:

@@ -95,6 +95,9 @@ def amounts_in(text: str, ocr: bool = False) -> set[Decimal]:
         value = parse_amount(t)
         if value is not None:
             out.add(abs(value))
+        last = _LAST_DECIMAL.search(t)
+        if last:  # OCR reads "3,201.16" as "3.201.16": the last separator before 1-2 digits is the decimal point
+            out.add(abs(Decimal(re.sub(r"[^\d]", "", last.group(1)) + "." + last.group(2))))
         if _AMBIGUOUS.search(t):  # 1,234 or 1.234: thousands in one locale, three places in another
             digits = re.sub(r"[^\d.,]", "", t)
             out.add(abs(Decimal(digits.replace(",", "."))))
@@ -102,6 +105,7 @@ def amounts_in(text: str, ocr: bool = False) -> set[Decimal]:
     return out
 
 
+_LAST_DECIMAL = re.compile(r"(\d{1,3}(?:[.,' ]\d{3})+)[.,](\d{1,2})\D*$")
 _AMBIGUOUS = re.compile(r"^\D*\d{1,3}[.,]\d{3}\D*$")
 
 

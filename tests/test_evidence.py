@@ -170,3 +170,16 @@ def test_model_confidence_and_rules_enter_the_field_confidence():
 def test_rule_names_map_to_whole_field_names():
     got = rule_fields(["line_items_sum_to_subtotal: line items sum to 5", "due_date_not_before_issue_date: x"], Invoice)
     assert set(got) == {"line_items", "subtotal", "due_date", "issue_date"}  # not "total" inside "subtotal"
+
+
+def test_ocr_dots_for_thousands_commas():
+    p = page(["Subtotal £23.221.26"], WordSource.OCR)
+    assert one(ground(Doc(subtotal=Decimal("23221.26")), [p]), "subtotal").grounded is True
+
+
+def test_a_value_glued_to_its_label_and_an_address_read_into_other_columns():
+    p = page(["Tax ID:DE123456789", "Acme GmbH Beta AG", "Hauptstr. 5 Industriestraße 17", "Musterstadt 10528 Berlin"],
+             WordSource.OCR)
+    assert one(ground(Doc(name="DE123456789"), [p]), "name").grounded is True
+    ev = one(ground(Doc(name="Industriestraße 17, 10528 Berlin"), [p]), "name")
+    assert ev.grounded is True and ev.match is Match.LINES
