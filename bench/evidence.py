@@ -392,11 +392,13 @@ def main() -> None:
     print(f"\n2. sroie-dev ({hits.pop('receipts'):.0f} receipts, key answers, words from box/*.csv lines)")
     print(table([[f, v] for f, v in hits.items()], ["field", "on its line"]))
     print("\n3. review flags (30% of documents with one wrong value)")
-    inv = [(model_of(d), pages[d["file"]]) for d in digital + scans]
+    inv = [(model_of(d), pages[d["file"]]) for d in digital]
+    scanned = [(model_of(d), pages[d["file"]]) for d in scans]
     rec = [(model_of(d), pages[d["file"]]) for d in receipts]
     rows = []
     for label, cases, field, names in (
-        ("synth invoices", inv, "vendor.name", [m.vendor.name for m, _ in inv]),
+        ("synth digital invoices", inv, "vendor.name", [m.vendor.name for m, _ in inv + scanned]),
+        ("synth scanned invoices", scanned, "vendor.name", [m.vendor.name for m, _ in inv + scanned]),
         ("synth receipts", rec, "merchant", [m.merchant for m, _ in rec]),
         ("sroie-dev", [(a, p) for _, a, p, _ in items], "merchant", [a.merchant for _, a, _, _ in items]),
     ):

@@ -9,8 +9,8 @@ generator prints), text casefolded without accents and edge punctuation.  When a
 more than once, the occurrence nearest its label wins (labels from the field's name plus a small
 table of common labels); a list item's fields prefer the lines of the item's fields already found.
 
-A null value gets a row with ``grounded = None`` (nothing to find); so do booleans and values that
-are not printed as such (``Literal`` choices, e.g. a payment method) when they are not found.
+A null value gets a row with ``grounded = None`` (nothing to find); so do booleans, values that are
+not printed as such (``Literal`` choices, e.g. a payment method) and zero amounts when they are not found.
 Without words (``Page.words`` None on every page: not asked for) every row has ``grounded = None``.
 """
 
@@ -487,8 +487,9 @@ def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[
         cands = _candidates(words, raw, fuzzy)
         if not cands and isinstance(raw, Decimal) and "[" not in path:
             cands = _sum_cands(words, raw, path)
-        if not cands:
-            out.append(FieldEvidence(path, text, False if verbatim else None, Match.NONE))
+        if not cands:  # a zero amount is often not printed at all (no tax): nothing to hold against it
+            known = verbatim and not (isinstance(raw, Decimal) and raw == 0)
+            out.append(FieldEvidence(path, text, False if known else None, Match.NONE))
             continue
         c = _choose(words, cands, path, found)
         found[path] = c

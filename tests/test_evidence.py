@@ -183,3 +183,8 @@ def test_a_value_glued_to_its_label_and_an_address_read_into_other_columns():
     assert one(ground(Doc(name="DE123456789"), [p]), "name").grounded is True
     ev = one(ground(Doc(name="Industriestraße 17, 10528 Berlin"), [p]), "name")
     assert ev.grounded is True and ev.match is Match.LINES
+
+
+def test_a_zero_amount_that_is_not_printed_is_not_held_against_the_document():
+    a = assess(Doc(name="Shop", total=Decimal("0.00")), [page(["Shop"])], EvidenceConfig())
+    assert one(a.evidence, "total").grounded is None and a.needs_review is False
