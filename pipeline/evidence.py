@@ -185,7 +185,7 @@ class _Words:
         return _Cand(page, box, match, score, i, ws[0].source.value)
 
 
-_DATEISH = re.compile(r"\d\s*[-/.年月]\s*\d|\d\.?\s+[^\W\d]{3}|[^\W\d]{3,}\.?\s+\d|\d{8}")
+_DATEISH = re.compile(r"\d\s*[-/.年月]\s*\d|\d\.?\s+[^\W\d]{3}|\w?[^\W\d]{2,}\.?\s+\d|\d{8}")
 
 
 def _may_be_date(parts: list[str]) -> bool:
@@ -405,6 +405,7 @@ def _row(words: _Words, idx: list[int]) -> list[int]:
     page = words.words[idx[0]][0]
     y0 = min(words.words[i][1].y0 for i in idx)
     y1 = max(words.words[i][1].y1 for i in idx)
+    y0, y1 = y0 - (y1 - y0) / 2, y1 + (y1 - y0) / 2  # a photo's rows lean
     x = max(words.words[i][1].x1 for i in idx)
     row = [i for i, (p, w) in enumerate(words.words) if p == page and y0 <= (w.y0 + w.y1) / 2 <= y1
            and (i in idx or w.x0 >= x)]

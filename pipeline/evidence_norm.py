@@ -22,7 +22,9 @@ from pipeline.evaluate.normalize import _DATE_PATTERNS, _MONTHS, _date_from_matc
 _LOCALES_JSON = Path(__file__).parent / "synth" / "data" / "locales.json"
 _OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "I": "1", "l": "1", "|": "1", "i": "1",
                              "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2", "g": "9"})
+_GLUED_YEAR_TIME = re.compile(r"([-/.]\d{4})(\d{1,2}:\d{2})")
 _GLUED_TIME = re.compile(r"(\d[-/.]\d{2})(\d{1,2}:\d{2})")
+_OCR_LETTERS = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b"})
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _HAS_DIGIT = re.compile(r"\d")
 
@@ -63,14 +65,24 @@ def _english_months(text: str) -> str:
     """``5 mars 2024`` -> ``5 march 2024``: month words in any printed language in English."""
     names = _month_names()
     words = re.split(r"(\W+)", fold(text))
-    return "".join(names.get(w, names.get(w[:-1], w)) if w.isalpha() else w for w in words)
+    return "".join(_month_word(w, names) for w in words)
+
+
+def _month_word(w: str, names: dict[str, str]) -> str:
+    if not w.isalpha():
+        if not (len(w) >= 3 and any(c.isalpha() for c in w)):
+            return w
+        w2 = w.translate(_OCR_LETTERS)  # OCR's "0ct" for "oct"
+        return names.get(w2, names.get(w2[:-1], w2)) if w2.isalpha() else w
+    return names.get(w, names.get(w[:-1], w))
 
 
 def dates_in(text: str) -> set[dt.date]:
     """Every date ``text`` may print: day-first and month-first readings of ``03/05/2024`` both count."""
     if not _HAS_DIGIT.search(text):
         return set()
-    t = _GLUED_TIME.sub(r"\1 \2", _english_months(text))  # OCR glues "2021-01-25 10:26" together
+    t = _english_months(text)
+    t = _GLUED_TIME.sub(r"\1 \2", _GLUED_YEAR_TIME.sub(r"\1 \2", t))  # OCR glues "2021-01-25 10:26" together
     out: set[dt.date] = set()
     for kind, pattern in _DATE_PATTERNS:
         for m in pattern.finditer(t):

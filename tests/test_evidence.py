@@ -188,3 +188,9 @@ def test_a_value_glued_to_its_label_and_an_address_read_into_other_columns():
 def test_a_zero_amount_that_is_not_printed_is_not_held_against_the_document():
     a = assess(Doc(name="Shop", total=Decimal("0.00")), [page(["Shop"])], EvidenceConfig())
     assert one(a.evidence, "total").grounded is None and a.needs_review is False
+
+
+def test_ocr_dates_glued_to_the_time_or_with_a_zero_for_an_o():
+    for printed in ("02/16/20229:56PM", "0ct 30, 2022", "2022-02-1610:26"):
+        d = dt.date(2022, 10, 30) if "0ct" in printed else dt.date(2022, 2, 16)
+        assert one(ground(Doc(date=d), [page([printed], WordSource.OCR)]), "date").grounded is True, printed
