@@ -405,11 +405,13 @@ def _row(words: _Words, idx: list[int]) -> list[int]:
     page = words.words[idx[0]][0]
     y0 = min(words.words[i][1].y0 for i in idx)
     y1 = max(words.words[i][1].y1 for i in idx)
-    y0, y1 = y0 - (y1 - y0) / 2, y1 + (y1 - y0) / 2  # a photo's rows lean
+    h, cy = y1 - y0, (y0 + y1) / 2
     x = max(words.words[i][1].x1 for i in idx)
-    row = [i for i, (p, w) in enumerate(words.words) if p == page and y0 <= (w.y0 + w.y1) / 2 <= y1
-           and (i in idx or w.x0 >= x)]
-    return sorted(row, key=lambda i: -words.words[i][1].x1)
+    row = [i for i, (p, w) in enumerate(words.words) if p == page and abs((w.y0 + w.y1) / 2 - cy) <= 0.75 * h
+           and (i in idx or w.x0 >= x)]  # a photo's rows lean: the value may sit a little above or below
+    own = set(idx)  # a value printed apart, to the right, before one inside the label ("19 % auf 3.829,75")
+    return sorted(row, key=lambda i: (i in own, round(abs((words.words[i][1].y0 + words.words[i][1].y1) / 2 - cy) / (0.3 * h)),
+                                      -words.words[i][1].x1))
 
 
 def _pick(cands: list[_Cand], anchors: list[tuple[int, Box]]) -> _Cand:
