@@ -114,6 +114,7 @@ class _Words:
     labels: dict[str, list[tuple[int, Box]]] = dc_field(default_factory=dict)
     _first: dict[str, list[int]] | None = None
     _labelled: list[int] | None = None
+    _cands: dict[tuple[int, int], _Cand] = dc_field(default_factory=dict)
     siblings: dict[str, list[str]] = dc_field(default_factory=dict)  # list path -> its items' leaf names
 
     @property
@@ -138,9 +139,13 @@ class _Words:
                     break
                 yield i, j
 
-    def _index(self, size: int, parse: Any, ok: Any = None) -> dict[Any, list[tuple[int, int]]]:
+    def _index(self, size: int, parse: Any, ok: Any = None, start: Any = None) -> dict[Any, list[tuple[int, int]]]:
+        """Value -> windows printing it, over the windows of 1..``size`` words of a line that ``start`` (their
+        first word's position) and ``ok`` (their texts) admit."""
         out: dict[Any, list[tuple[int, int]]] = {}
         for i, j in self.line_windows(size):
+            if start is not None and not start(i):
+                continue
             parts = [w.text for _, w in self.words[i:j]]
             if ok is not None and not ok(parts):
                 continue
@@ -151,7 +156,10 @@ class _Words:
     def amounts(self) -> dict[Decimal, list[tuple[int, int]]]:
         if self._amounts is None:
             ocr = any(w.source.value == "ocr" for _, w in self.words[:50])
-            self._amounts = self._index(3, lambda ps: amounts_in("".join(ps), ocr), _amount_parts)
+            digit = [any(c.isdigit() for c in w.text) for _, w in self.words]
+            # a window holds a digit in its first word, or starts with a short currency sign
+            self._amounts = self._index(3, lambda ps: amounts_in("".join(ps), ocr), _amount_parts,
+                                        lambda i: digit[i] or len(self.words[i][1].text) <= 3)
         return self._amounts
 
     def dates(self) -> dict[dt.date, list[tuple[int, int]]]:
@@ -176,7 +184,14 @@ class _Words:
         return self._times
 
     def cand(self, i: int, j: int, match: Match | None = None, score: float = 1.0) -> _Cand:
-        ws = [w for _, w in self.words[i:j]]
+        if match is None and (i, j) in self._cands:
+            return self._cands[i, j]
+        made = self._cand(i, j, match, score)
+        if match is None:
+            self._cands[i, j] = made
+        return made
+
+    def _cand(self, i: int, j: int, match: Match | None, score: float) -> _Cand:
         page = self.words[i][0]
         ws = [w for (p, w) in self.words[i:j] if p == page]
         box = (min(w.x0 for w in ws), min(w.y0 for w in ws), max(w.x1 for w in ws), max(w.y1 for w in ws))

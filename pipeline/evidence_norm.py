@@ -45,6 +45,8 @@ def _month_names() -> dict[str, str]:
 
 def fold(text: str) -> str:
     """Casefolded, accents dropped, whitespace collapsed."""
+    if text.isascii():  # most printed words: nothing to decompose
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
