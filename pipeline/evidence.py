@@ -19,9 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import enum
-import functools
 import re
-import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -30,38 +28,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.evidence_norm import amounts_in, dates_in, fold, same_amount, text_tokens, times_in, token
+from pipeline.evidence_norm import (
+    CURRENCY_SIGNS,
+    amounts_in,
+    dates_in,
+    fold,
+    labels_for,
+    same_amount,
+    text_tokens,
+    times_in,
+    token,
+    verbatim_field,
+)
 from pipeline.fields import leaf_values
 from pipeline.records import Page, Word
 
 Box = tuple[float, float, float, float]
-
-#: labels printed beside values, by a word of the field's name (any language the project meets often)
-COMMON_LABELS: dict[str, tuple[str, ...]] = {
-    "total": ("total", "amount due", "grand total", "balance due", "amount", "gesamt", "gesamtbetrag", "summe",
-              "endbetrag", "montant", "ttc", "importe", "totale", "合计", "总计", "应付"),
-    "subtotal": ("subtotal", "sub total", "sub-total", "net", "netto", "zwischensumme", "sous-total", "ht", "小计"),
-    "tax": ("tax", "vat", "gst", "sst", "mwst", "ust", "tva", "iva", "税", "税额"),
-    "tip": ("tip", "gratuity", "trinkgeld", "pourboire"),
-    "date": ("date", "dated", "datum", "fecha", "data", "日期"),
-    "issue": ("issued", "invoice date", "rechnungsdatum", "date de facture"),
-    "due": ("due", "payable", "fällig", "fälligkeit", "échéance", "zahlbar"),
-    "number": ("no", "number", "#", "nr", "n°", "num", "ref", "nummer", "numéro", "编号", "号码"),
-    "invoice": ("invoice", "rechnung", "facture", "factura", "发票"),
-    "time": ("time", "zeit", "heure", "时间"),
-    "tax_id": ("vat", "ein", "tin", "gst", "ust-idnr", "tva", "siret", "tax id", "税号"),
-    "quantity": ("qty", "quantity", "menge", "anz", "qte", "quantite", "数量"),
-    "unit_price": ("unit price", "price", "rate", "preis", "einzelpreis", "prix", "prix unitaire", "单价"),
-    "amount": ("amount", "total", "betrag", "gesamt", "montant", "金额"),
-    "description": ("description", "item", "items", "beschreibung", "bezeichnung", "designation", "项目名称"),
-}
-#: currency codes and how they are printed besides the code itself
-CURRENCY_SIGNS: dict[str, tuple[str, ...]] = {
-    "EUR": ("€", "eur", "euro"), "USD": ("$", "us$", "usd"), "GBP": ("£", "gbp"), "JPY": ("¥", "円"),
-    "CNY": ("¥", "元", "rmb", "cny"), "CHF": ("chf", "fr."), "MYR": ("rm", "myr"), "SGD": ("s$", "sgd"),
-    "INR": ("₹", "rs", "rs."), "AUD": ("a$", "aud"), "CAD": ("c$", "cad"), "HKD": ("hk$", "hkd"),
-}
-
 
 class Match(str, enum.Enum):
     WORD = "word"  # one word
@@ -229,27 +211,13 @@ def _amount_parts(parts: list[str]) -> bool:
 # --------------------------------------------------------------------------- labels
 
 
-def _labels_for(path: str) -> list[list[str]]:
-    """Label phrases (as token lists) for a field: its name's words and the common labels of each word."""
-    return _labels_named(_INDEX.sub("", path).split(".")[-1])
-
-
-@functools.cache
-def _labels_named(name: str) -> list[list[str]]:
-    words = [w for w in name.split("_") if w]
-    phrases = {" ".join(words), *words}
-    for key in ("_".join(words), *words):
-        phrases.update(COMMON_LABELS.get(key, ()))
-    return [text_tokens(p) for p in phrases if text_tokens(p)]
-
-
 def _label_boxes(words: _Words, path: str) -> list[tuple[int, Box]]:
     name = _INDEX.sub("", path)
     if name in words.labels:
         return words.labels[name]
     out: list[tuple[int, Box]] = []
     words.labels[name] = out
-    for phrase in _labels_for(path):
+    for phrase in labels_for(path):
         k = len(phrase)
         for i in words.starting(phrase[0][0]):
             if words.tokens[i:i + k] == phrase:
@@ -393,7 +361,7 @@ def _sum_cands(words: _Words, value: Decimal, path: str, most: int = 4) -> list[
     lines: dict[tuple[int, int], list[int]] = {}
     for i, (p, w) in enumerate(words.words):
         lines.setdefault((p, w.line), []).append(i)
-    labels = [" ".join(x) for x in _labels_for(path)]
+    labels = [" ".join(x) for x in labels_for(path)]
     found: list[tuple[int, Decimal]] = []
     for idx in lines.values():
         text = " ".join(words.tokens[i] for i in idx)
@@ -436,46 +404,6 @@ def _pick(cands: list[_Cand], anchors: list[tuple[int, Box]]) -> _Cand:
 # --------------------------------------------------------------------------- the fields
 
 
-@functools.cache
-def _verbatim(model: type[BaseModel], path: str) -> bool:
-    return _printed_verbatim(_annotation(model, path))
-
-
-def _annotation(model: type[BaseModel], path: str) -> Any:
-    """The annotation of the field at ``path`` (``line_items[2].amount``), or None."""
-    ann: Any = model
-    for part in _INDEX.sub("", path).split("."):
-        inner = _model_of(ann)
-        if inner is None or part not in inner.model_fields:
-            return None
-        ann = inner.model_fields[part].annotation
-    return ann
-
-
-def _model_of(ann: Any) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        m = _model_of(arg)
-        if m is not None:
-            return m
-    return None
-
-
-def _printed_verbatim(ann: Any) -> bool:
-    """False for values a model chooses rather than copies (``Literal`` choices, enums, booleans)."""
-    if ann is None:
-        return True
-    origin = typing.get_origin(ann)
-    if origin is typing.Literal:
-        return False
-    if isinstance(ann, type) and issubclass(ann, (enum.Enum, bool)):
-        return False
-    args = [a for a in typing.get_args(ann) if a is not type(None)]
-    return all(_printed_verbatim(a) for a in args) if args and origin is not typing.Annotated else (
-        _printed_verbatim(args[0]) if origin is typing.Annotated and args else True)
-
-
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -501,7 +429,7 @@ def ground(value: BaseModel, pages: Sequence[Page], fuzzy: float = 0.8) -> list[
         if raw is None or text == "" or not have_words:
             out.append(FieldEvidence(path, text, None, Match.NULL))
             continue
-        verbatim = _verbatim(model, _INDEX.sub("", path))
+        verbatim = verbatim_field(model, _INDEX.sub("", path))
         cands = _candidates(words, raw, fuzzy)
         if not cands and isinstance(raw, Decimal) and "[" not in path:
             cands = _sum_cands(words, raw, path)

@@ -4,24 +4,32 @@ Builds on ``pipeline.evaluate.normalize`` (the scorer's parsers: ``parse_amount`
 ``parse_time``) and adds what matching printed words needs beyond scoring: month names in every
 language the synthetic generator prints (``pipeline/synth/data/locales.json``), month-first dates
 (``03/05/2024`` is read both ways), common OCR confusions in numbers (``O`` for ``0``), and token
-forms of text (casefolded, accents and edge punctuation dropped).
+forms of text (casefolded, accents and edge punctuation dropped).  Also the tables matching reads:
+common labels by field-name word (``labels_for``), currency signs, and which schema fields hold values a
+model copies from the page rather than chooses (``verbatim_field``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
 import json
 import re
+import typing
 import unicodedata
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 from pipeline.evaluate.normalize import _DATE_PATTERNS, _MONTHS, _date_from_match, _make_date, _year, parse_amount, parse_time
 
 _LOCALES_JSON = Path(__file__).parent / "synth" / "data" / "locales.json"
 _OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "I": "1", "l": "1", "|": "1", "i": "1",
                              "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2", "g": "9"})
+_INDEX = re.compile(r"\[\d+\]")
 _GLUED_YEAR_TIME = re.compile(r"([-/.]\d{4})(\d{1,2}:\d{2})")
 _GLUED_TIME = re.compile(r"(\d[-/.]\d{2})(\d{1,2}:\d{2})")
 _OCR_LETTERS = str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b"})
@@ -135,3 +143,90 @@ def times_in(text: str) -> set[dt.time]:
 
 def same_amount(a: Decimal, b: Decimal) -> bool:
     return abs(a - b) < Decimal("0.005")
+
+
+# --------------------------------------------------------------------------- labels and fields
+
+#: labels printed beside values, by a word of the field's name (any language the project meets often)
+COMMON_LABELS: dict[str, tuple[str, ...]] = {
+    "total": ("total", "amount due", "grand total", "balance due", "amount", "gesamt", "gesamtbetrag", "summe",
+              "endbetrag", "montant", "ttc", "importe", "totale", "合计", "总计", "应付"),
+    "subtotal": ("subtotal", "sub total", "sub-total", "net", "netto", "zwischensumme", "sous-total", "ht", "小计"),
+    "tax": ("tax", "vat", "gst", "sst", "mwst", "ust", "tva", "iva", "税", "税额"),
+    "tip": ("tip", "gratuity", "trinkgeld", "pourboire"),
+    "date": ("date", "dated", "datum", "fecha", "data", "日期"),
+    "issue": ("issued", "invoice date", "rechnungsdatum", "date de facture"),
+    "due": ("due", "payable", "fällig", "fälligkeit", "échéance", "zahlbar"),
+    "number": ("no", "number", "#", "nr", "n°", "num", "ref", "nummer", "numéro", "编号", "号码"),
+    "invoice": ("invoice", "rechnung", "facture", "factura", "发票"),
+    "time": ("time", "zeit", "heure", "时间"),
+    "tax_id": ("vat", "ein", "tin", "gst", "ust-idnr", "tva", "siret", "tax id", "税号"),
+    "quantity": ("qty", "quantity", "menge", "anz", "qte", "quantite", "数量"),
+    "unit_price": ("unit price", "price", "rate", "preis", "einzelpreis", "prix", "prix unitaire", "单价"),
+    "amount": ("amount", "total", "betrag", "gesamt", "montant", "金额"),
+    "description": ("description", "item", "items", "beschreibung", "bezeichnung", "designation", "项目名称"),
+}
+#: currency codes and how they are printed besides the code itself
+CURRENCY_SIGNS: dict[str, tuple[str, ...]] = {
+    "EUR": ("€", "eur", "euro"), "USD": ("$", "us$", "usd"), "GBP": ("£", "gbp"), "JPY": ("¥", "円"),
+    "CNY": ("¥", "元", "rmb", "cny"), "CHF": ("chf", "fr."), "MYR": ("rm", "myr"), "SGD": ("s$", "sgd"),
+    "INR": ("₹", "rs", "rs."), "AUD": ("a$", "aud"), "CAD": ("c$", "cad"), "HKD": ("hk$", "hkd"),
+}
+
+
+
+def labels_for(path: str) -> list[list[str]]:
+    """Label phrases (as token lists) for a field: its name's words and the common labels of each word."""
+    return _labels_named(_INDEX.sub("", path).split(".")[-1])
+
+
+@functools.cache
+def _labels_named(name: str) -> list[list[str]]:
+    words = [w for w in name.split("_") if w]
+    phrases = {" ".join(words), *words}
+    for key in ("_".join(words), *words):
+        phrases.update(COMMON_LABELS.get(key, ()))
+    return [text_tokens(p) for p in phrases if text_tokens(p)]
+
+
+
+@functools.cache
+def verbatim_field(model: type[BaseModel], path: str) -> bool:
+    return _printed_verbatim(_annotation(model, path))
+
+
+def _annotation(model: type[BaseModel], path: str) -> Any:
+    """The annotation of the field at ``path`` (``line_items[2].amount``), or None."""
+    ann: Any = model
+    for part in _INDEX.sub("", path).split("."):
+        inner = _model_of(ann)
+        if inner is None or part not in inner.model_fields:
+            return None
+        ann = inner.model_fields[part].annotation
+    return ann
+
+
+def _model_of(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _model_of(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def _printed_verbatim(ann: Any) -> bool:
+    """False for values a model chooses rather than copies (``Literal`` choices, enums, booleans)."""
+    if ann is None:
+        return True
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return False
+    if isinstance(ann, type) and issubclass(ann, (enum.Enum, bool)):
+        return False
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    return all(_printed_verbatim(a) for a in args) if args and origin is not typing.Annotated else (
+        _printed_verbatim(args[0]) if origin is typing.Annotated and args else True)
+
+
