@@ -30,6 +30,7 @@ class Pending:
     prompt_tokens: int = 0
     output_tokens: int = 0
     truncation_retried: bool = False  # an answer cut at max_tokens is asked again once
+    rule_failures: list[str] = field(default_factory=list)  # business rules that failed on earlier attempts
 
     @property
     def document(self) -> Document:

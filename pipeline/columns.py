@@ -43,6 +43,8 @@ RESERVED = {
     "run_key",
     "run_id",
     "extracted_at",
+    "needs_review",
+    "review_reasons",
 }
 
 DEFAULT_DECIMAL = (38, 9)
@@ -176,6 +178,7 @@ def results_schema(model: type[BaseModel]) -> pa.Schema:
         + [pa.field("pages_used", pa.int32())]
         + model_fields(model)
         + [pa.field("raw_json", pa.string())]
+        + [pa.field("needs_review", pa.bool_()), pa.field("review_reasons", pa.list_(pa.string()))]
         + _RUN_COLUMNS
         + [pa.field("extracted_at", pa.timestamp("us", tz="UTC"))]
     )
@@ -193,6 +196,32 @@ FAILURES_SCHEMA = pa.schema(
     ]
     + _RUN_COLUMNS
     + [pa.field("failed_at", pa.timestamp("us", tz="UTC"))]
+)
+
+
+#: one row per leaf value of a result: where it is printed and how sure we are (``pipeline.trust``)
+EVIDENCE_SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string()),
+        pa.field("page", pa.int32()),
+        pa.field("x0", pa.float32()),
+        pa.field("y0", pa.float32()),
+        pa.field("x1", pa.float32()),
+        pa.field("y1", pa.float32()),
+        pa.field("source", pa.string()),
+        pa.field("grounded", pa.bool_()),
+        pa.field("match", pa.string()),
+        pa.field("match_score", pa.float32()),
+        pa.field("confidence", pa.float32()),
+        pa.field("model_confidence", pa.float32()),
+        pa.field("rule_failed", pa.list_(pa.string())),
+        pa.field("reasons", pa.list_(pa.string())),
+        pa.field("schema_name", pa.string()),
+        pa.field("run_key", pa.string()),
+        pa.field("run_id", pa.string()),
+    ]
 )
 
 

@@ -282,6 +282,29 @@ class OutputConfig(_Section):
     )
 
 
+class EvidenceConfig(_Section):
+    """Evidence per field and the review flag (``evidence`` table, ``needs_review``).  Not in the run key:
+    a change here applies to documents extracted from then on (``--force`` to recompute)."""
+
+    enabled: bool = Field(True, description="Look every extracted value up among the page's words; write evidence rows.")
+    fuzzy_threshold: float = Field(
+        0.8, ge=0.5, le=1.0,
+        description="Least similarity (0-1) of printed words to a text value for a fuzzy match; 1: exact only."
+    )
+    min_confidence: float = Field(0.5, ge=0, le=1, description="A field below this confidence flags its document for review.")
+    not_found_factor: float = Field(
+        0.3, ge=0, le=1, description="Confidence multiplier for a value that is not found on the page."
+    )
+    sum_factor: float = Field(
+        0.9, ge=0, le=1, description="Confidence multiplier for an amount found only as a sum of labelled amounts (tax by rate)."
+    )
+    rule_failed_factor: float = Field(
+        0.6, ge=0, le=1, description="Confidence multiplier for a field whose business rule failed before a re-ask."
+    )
+    flag_not_found: bool = Field(True, description="A printed value not found on the page flags its document.")
+    flag_rule_failed: bool = Field(True, description="A rule that failed before the re-ask flags its document.")
+
+
 class JobConfig(_Section):
     schema_name: str = Field("invoice", alias="schema", description="'invoice', 'receipt' or 'module:Class'.")
     discover: DiscoverConfig = Field(default_factory=DiscoverConfig)
@@ -292,6 +315,7 @@ class JobConfig(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     backend: Literal["local", "ray"] = Field("local", description="'local' (this machine) or 'ray' (a Ray cluster).")
     ray: RayConfig = Field(default_factory=RayConfig)
 

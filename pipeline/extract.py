@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 REASK_TYPES = {ErrorType.INVALID_JSON, ErrorType.SCHEMA_MISMATCH, ErrorType.RULE_VIOLATION}
 
-Commit = Callable[[list[dict[str, Any]] | pa.Table, list[dict[str, Any]]], None]
+Commit = Callable[[list[dict[str, Any]] | pa.Table, list[dict[str, Any]], pa.Table | None], None]
 InFlight = tuple[list[Pending], "Future[tuple[list[Generation], float]]"]
 
 
@@ -97,7 +97,7 @@ class Extractor:
             failures = [(d, e) for d, e in failures if e.error_type is not ErrorType.WORKER_CRASHED]
         if failures:
             self.commit([], [self.rows.failure(d, Failure(d.doc_id, Stage.RASTERIZE, e.error_type, e.message))
-                             for d, e in failures])
+                             for d, e in failures], None)
 
     def _prefetch(self, pending: list[Pending]) -> None:
         try:  # the engine starts on it as soon as it has room
@@ -131,6 +131,7 @@ class Extractor:
         """Validate a batch's answers, commit results and final failures; return the re-asks."""
         with self.stats.timed("validate"):
             rows: list[tuple[Pending, Generation, dict[str, Any]]] = []
+            evidence: dict[str, list[dict[str, Any]]] = {}
             failed: list[tuple[Pending, Failure]] = []
             for p, gen in zip(batch, gens, strict=True):
                 outcome = self._validate(p, gen)
@@ -138,16 +139,25 @@ class Extractor:
                     continue
                 if isinstance(outcome, Extraction):
                     try:
-                        rows.append((p, gen, self.rows.result(p, outcome, gen)))
+                        row, evidence[p.document.doc_id] = self._result(p, outcome, gen)
+                        rows.append((p, gen, row))
                         continue
                     except (ValueError, TypeError, OverflowError, ArithmeticError) as e:
                         outcome = unwritable(p, gen, e)
                 failed.append((p, outcome))
             table, culprits = self.rows.results_table(rows)
             failures, reasks = self._failures_and_reasks(failed + culprits)
+            ev_table = self.rows.evidence_table(evidence, table) if evidence else None
         if table.num_rows or failures:
-            self.commit(table, failures)
+            self.commit(table, failures, ev_table)
         return reasks
+
+    def _result(self, p: Pending, ext: Extraction, gen: Generation) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        t0 = time.thread_time()  # this thread's CPU: the engine's thread works meanwhile
+        try:
+            return self.rows.result(p, ext, gen)
+        finally:
+            self.stats.timings["result_cpu"] += time.thread_time() - t0
 
     def _validate(self, p: Pending, gen: Generation) -> Extraction | Failure | None:
         """One answer: its extraction or failure, or None when it was not attempted (stays pending)."""
@@ -168,6 +178,8 @@ class Extractor:
         reasks: list[Pending] = []
         for p, outcome in failed:
             p.errors.extend(f"attempt {p.attempts}: {e}" for e in outcome.errors)
+            if outcome.error_type is ErrorType.RULE_VIOLATION:
+                p.rule_failures.extend(outcome.errors)
             if p.attempts < self.max_attempts and (request := self._reask(p, outcome)) is not None:
                 p.request = request
                 reasks.append(p)

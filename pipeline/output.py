@@ -5,7 +5,8 @@ heartbeat, ``pipeline.lease``), removes half-written parts, quarantines damaged 
 reconciles (one row per document), finishes a table rewrite cut short, reads which documents are finished
 under the run key, and checks the results' layout and columns against the run's (migrating the table for
 new nullable columns under ``output.schema_change = "add_columns"``: ``pipeline.schema_change``).
-``commit()`` writes one results part and one failures part.  ``finish()`` reconciles again
+``commit()`` writes one evidence part, one results part and one failures part (evidence first: its
+rows count only while their document's counting result row has the same run_id, see ``reconcile``).  ``finish()`` reconciles again
 (re-processed documents: the newest row wins) and makes sure both tables have a part;
 ``compact_if_needed()`` then merges small parts past ``output.compact_min_parts`` (``pipeline.compact``).
 """
@@ -242,10 +243,11 @@ class Output:
                                       self.options.partition_by)
         return self._writer
 
-    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
+    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]],
+               evidence: pa.Table | None = None) -> None:
         writer = self.writer  # makes the tables' directories the first time: before the check, not after
         self.check_present()
-        writer.commit(results, failures)
+        writer.commit(results, failures, evidence)
 
     def finish(self) -> None:
         self.check_present()

@@ -1,9 +1,10 @@
-"""Rows of the two output tables, built from the records of one document.
+"""Rows of the three output tables, built from the records of one document.
 
-``results``: the schema's typed columns plus the document's columns (``RESULT_COLUMNS``);
-``failures``: ``FAILURES_SCHEMA``.  A result whose values do not fit their columns (a number
-over its decimal's digits, say) becomes a ``schema_mismatch`` failure instead: never a lost
-batch.
+``results``: the schema's typed columns plus the document's columns (``RESULT_COLUMNS``) and its
+``needs_review`` and ``review_reasons`` (``pipeline.trust``); ``failures``: ``FAILURES_SCHEMA``;
+``evidence``: ``EVIDENCE_SCHEMA``, one row per leaf value of a result.  A result whose values do not
+fit their columns (a number over its decimal's digits, say) becomes a ``schema_mismatch`` failure
+instead (its evidence rows are dropped with it): never a lost batch.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.batching import Pending
-from pipeline.columns import model_row
+from pipeline.columns import EVIDENCE_SCHEMA, model_row
 from pipeline.config import JobConfig
 from pipeline.records import Document, ErrorType, Extraction, Failure, Generation, RasterizedDoc, Stage
 from pipeline.store import now_utc
+from pipeline.trust import assess, evidence_rows
 
 #: what a value that does not fit its Arrow column raises while converting
 UNWRITABLE = (ValueError, TypeError, OverflowError, ArithmeticError, pa.ArrowException)
@@ -35,9 +37,16 @@ class RowBuilder:
             "run_id": self.run_id,
         }
 
-    def result(self, p: Pending, ext: Extraction, gen: Generation) -> dict[str, Any]:
+    def result(self, p: Pending, ext: Extraction, gen: Generation) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The document's results row and its evidence rows (none when ``[evidence]`` is off)."""
         doc = p.document
         row = model_row(ext.value, self.arrow_schema)
+        evidence: list[dict[str, Any]] = []
+        needs_review, reasons = False, []
+        if self.config.evidence.enabled:
+            a = assess(ext.value, p.rdoc.pages, self.config.evidence, gen.field_confidence, p.rule_failures)
+            needs_review, reasons = a.needs_review, a.reasons
+            evidence = evidence_rows(doc.doc_id, a.evidence, self._common())
         row.update(
             doc_id=doc.doc_id,
             source_path=doc.display_path,
@@ -49,10 +58,12 @@ class RowBuilder:
             attempts=p.attempts,
             prompt_tokens=p.prompt_tokens,
             output_tokens=p.output_tokens,
+            needs_review=needs_review,
+            review_reasons=reasons,
             **self._common(),
             extracted_at=now_utc(),
         )
-        return row
+        return row, evidence
 
     def failure(
         self,
@@ -103,6 +114,12 @@ class RowBuilder:
             except UNWRITABLE as e:
                 bad.append((p, unwritable(p, gen, e)))
         return pa.Table.from_pylist(good, schema=self.arrow_schema), bad
+
+    @staticmethod
+    def evidence_table(evidence: dict[str, list[dict[str, Any]]], results: pa.Table) -> pa.Table:
+        """The evidence rows of the documents in ``results`` (a culprit's rows go with its result)."""
+        kept = set(results.column("doc_id").to_pylist()) if results.num_rows else set()
+        return pa.Table.from_pylist([r for d, rs in evidence.items() if d in kept for r in rs], schema=EVIDENCE_SCHEMA)
 
 
 def unwritable(p: Pending, gen: Generation, e: BaseException) -> Failure:

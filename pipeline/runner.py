@@ -204,10 +204,11 @@ class Runner:
         if rejects:
             self._commit([], [self.rows.failure(d, f) for d, f in rejects])
 
-    def _commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> None:
+    def _commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]],
+                evidence: pa.Table | None = None) -> None:
         with self.stats.timed("write"):
             try:
-                self.output.commit(results, failures)
+                self.output.commit(results, failures, evidence)
             except OSError as e:
                 self.stop()
                 raise OutputUnwritable(f"cannot write a part to {self.out_dir}: {e}") from e

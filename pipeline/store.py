@@ -4,6 +4,8 @@ Layout of an output directory::
 
     results/part-<run_id>-<seq>.parquet    one row per extracted document
     failures/part-<run_id>-<seq>.parquet   one row per failed document
+    evidence/part-<run_id>-<seq>.parquet   one row per leaf value of a result (written before the
+                                           batch's results part; kept while its run's result counts)
     run.json                               config, versions, counts, timings (rewritten atomically)
     _tmp/                                  parts being written (never matched by results/*.parquet)
 
@@ -30,10 +32,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fs, layout
-from pipeline.columns import FAILURES_SCHEMA
+from pipeline.columns import EVIDENCE_SCHEMA, FAILURES_SCHEMA
 from pipeline.errors import DamagedPart, OutputLost
 
 log = logging.getLogger(__name__)
+
+TABLES = ("results", "failures", "evidence")
 
 
 def write_json(path: Path | str, obj: Any) -> None:
@@ -78,10 +82,10 @@ class PartWriter:
         if fs.is_uri(self.out_dir):
             return  # an object store has no directories to make
         self.out_dir = Path(self.out_dir)
-        for sub in ("results", "failures", "_tmp"):
+        for sub in (*TABLES, "_tmp"):
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
         # held open: a table directory deleted under the run is told from one made anew at its path
-        for t in ("results", "failures"):
+        for t in TABLES:
             try:
                 self._dir_fds[t] = os.open(self.out_dir / t, os.O_RDONLY)
             except FileNotFoundError as e:  # removed as soon as made
@@ -132,18 +136,22 @@ class PartWriter:
 
     def ensure_tables(self) -> None:
         """An empty part in a table with none, so ``SELECT ... FROM 'out/failures/*.parquet'`` works (0 rows)."""
-        for name, schema in (("results", self.results_schema), ("failures", FAILURES_SCHEMA)):
+        for name, schema in (("results", self.results_schema), ("failures", FAILURES_SCHEMA),
+                             ("evidence", EVIDENCE_SCHEMA)):
             if not _parts(fs.join(self.out_dir, name)):
                 column = layout.partition_column(self.partition_by) if name == "results" else None
                 where = [f"{column}={layout.NULL_PARTITION}"] if column else []
                 empty = fs.join(self.out_dir, name, *where, f"part-{self.run_id}-empty.parquet")
                 fs.write_bytes_atomic(empty, parquet_bytes(schema.empty_table()), self._tmp_dir())
 
-    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]]) -> list[Path | str]:
-        """Write one part of each table (when it has rows).  Results first, then failures."""
+    def commit(self, results: list[dict[str, Any]] | pa.Table, failures: list[dict[str, Any]],
+               evidence: pa.Table | None = None) -> list[Path | str]:
+        """Write one part of each table (when it has rows).  Evidence first (a crash before its results part
+        leaves rows no result holds: ``reconcile`` removes them), then results, then failures."""
         paths = [
             p
             for p in (
+                self._commit("evidence", evidence if evidence is not None else [], EVIDENCE_SCHEMA),
                 self._commit("results", results, self.results_schema),
                 self._commit("failures", failures, FAILURES_SCHEMA),
             )
@@ -169,8 +177,9 @@ def new_run_id() -> str:
 KEY_COLUMNS = {
     "results": ("doc_id", "source_path", "run_key"),
     "failures": ("doc_id", "source_path", "run_key", "stage", "error_type"),
+    "evidence": ("doc_id", "field", "run_key"),
 }
-_NOT_NULL = ("doc_id", "stage", "error_type")
+_NOT_NULL = ("doc_id", "stage", "error_type", "field")
 PART_PATTERN = "part-*.parquet"
 
 
@@ -399,7 +408,8 @@ def reconcile(out_dir: Path | str, quarantined: list[SkippedPart] | None = None)
     parts: list[tuple[tuple[str, str], Any]] = []  # ((part name, table), location)
     for table in ("results", "failures"):
         parts.extend(((fs.basename(f), table), f) for f in _parts(fs.join(out_dir, table), "*.parquet"))
-    if not parts:
+    evidence = _parts(fs.join(out_dir, "evidence"), "*.parquet")
+    if not parts and not evidence:
         return 0
     from pipeline.records import RETRYABLE
 
@@ -407,22 +417,23 @@ def reconcile(out_dir: Path | str, quarantined: list[SkippedPart] | None = None)
     # Rank of a row: a retryable failure never beats a result (a --force or new-model run whose
     # engine failed must not delete good rows); otherwise the newest part wins.
     best: dict[str, tuple[int, str, str]] = {}  # doc_id -> (priority, part name, table)
-    ids_by_part: dict[Any, tuple[tuple[str, str], list[str], list[int]]] = {}
+    ids_by_part: dict[Any, tuple[tuple[str, str], list[str], list[int], list[str]]] = {}
     content_paths: dict[str, tuple[str, str]] = {}  # source_path -> newest part holding a content-id row
     path_rows: list[tuple[Any, int, str, tuple[str, str]]] = []  # (part, row, source_path, key) of "path:" ids
     for key, f in parts:
         try:
             if not _is_part_name(f):
                 raise DamagedPart(STRAY_REASON)
-            t = read_our_part(f, key[1], list(KEY_COLUMNS[key[1]]))
+            t = read_our_part(f, key[1], ["run_id"])
             ids = t.column("doc_id").to_pylist()
+            runs = t.column("run_id").to_pylist()
             paths = t.column("source_path").to_pylist()
             etypes = t.column("error_type").to_pylist() if key[1] == "failures" else [None] * len(ids)
         except DamagedPart as e:
             _quarantine(out_dir, key[1], f, str(e), quarantined)
             continue
         prios = [0 if e in retryable else 1 for e in etypes]
-        ids_by_part[f] = (key, ids, prios)
+        ids_by_part[f] = (key, ids, prios, runs)
         for i, (doc_id, path, prio) in enumerate(zip(ids, paths, prios, strict=True)):
             rank = (prio, *key)
             if doc_id not in best or rank > best[doc_id]:
@@ -435,18 +446,49 @@ def reconcile(out_dir: Path | str, quarantined: list[SkippedPart] | None = None)
     # the newer content row replaces the old path row.
     stale_path_rows = {(f, i) for f, i, path, key in path_rows if path in content_paths and content_paths[path] > key}
     removed = 0
-    for f, (key, ids, prios) in ids_by_part.items():
+    counting: dict[str, str] = {}  # doc_id -> run_id of its result row that counts
+    for f, (key, ids, prios, runs) in ids_by_part.items():
         keep = [best[d] == (p, *key) and (f, i) not in stale_path_rows
                 for i, (d, p) in enumerate(zip(ids, prios, strict=True))]
+        if key[1] == "results":
+            counting.update((d, r) for d, r, k in zip(ids, runs, keep, strict=True) if k)
         if all(keep):
             continue
         removed += keep.count(False)
         # one delete or one rewrite per part: atomic for readers
-        if any(keep):
-            kept = _read_parquet(f).filter(pa.array(keep))
-            fs.write_bytes_atomic(f, parquet_bytes(kept, "zstd"), None if remote else Path(out_dir) / "_tmp")
-        else:
-            fs.delete(f)
+        _keep_rows(out_dir, f, keep)
+    return removed + _reconcile_evidence(out_dir, evidence, counting, quarantined)
+
+
+def _keep_rows(out_dir: Path | str, f: Any, keep: list[bool]) -> None:
+    """Rewrite a part with only the ``keep`` rows (atomically), or delete it when none is left."""
+    if any(keep):
+        kept = _read_parquet(f).filter(pa.array(keep))
+        fs.write_bytes_atomic(f, parquet_bytes(kept, "zstd"), None if fs.is_uri(out_dir) else Path(out_dir) / "_tmp")
+    else:
+        fs.delete(f)
+
+
+def _reconcile_evidence(out_dir: Path | str, parts: list[Any], counting: dict[str, str],
+                        quarantined: list[SkippedPart] | None) -> int:
+    """Keep an evidence row only while its document's result row that counts comes from the same run
+    (``run_id``; one run commits a document once): evidence of a superseded result, of a result replaced
+    by a failure, or written before a crash kept its results part from being written, is removed.  The
+    rule holds whatever the parts are named, so compaction may merge evidence and results parts apart.
+    Returns the number of rows removed."""
+    removed = 0
+    for f in parts:
+        try:
+            if not _is_part_name(f):
+                raise DamagedPart(STRAY_REASON)
+            t = read_our_part(f, "evidence", ["run_id"])
+        except DamagedPart as e:
+            _quarantine(out_dir, "evidence", f, str(e), quarantined)
+            continue
+        keep = [counting.get(d) == r for d, r in zip(t.column("doc_id").to_pylist(), t.column("run_id").to_pylist(), strict=True)]
+        if not all(keep):
+            removed += keep.count(False)
+            _keep_rows(out_dir, f, keep)
     return removed
 
 

@@ -108,7 +108,7 @@ def test_batch_has_every_variant_and_files(batch) -> None:
         assert d.path.suffix == synth.EXTENSIONS[d.variant]
         assert d.kind == synth.VARIANTS[d.variant]
         side = d.path.with_name(d.path.stem + ".truth.json")
-        assert json.loads(side.read_text(encoding="utf-8")) == {"schema": d.kind, "truth": d.truth}
+        assert json.loads(side.read_text(encoding="utf-8")) == {"schema": d.kind, "truth": d.truth, "boxes": d.boxes}
     rows = [json.loads(x) for x in (out / "truth.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["file"] for r in rows] == [d.path.name for d in docs]
     assert all(r["schema"] == d.kind and r["truth"] == d.truth for r, d in zip(rows, docs))

@@ -55,6 +55,9 @@ class SynthDoc:
     #: Generation details useful to tests and error analysis: locale, layout,
     #: items_per_page (invoices), ...
     meta: dict = field(default_factory=dict, compare=False)
+    #: field path -> [{"page": 1-based, "box": [x0, y0, x1, y1]}]: where each drawn value is printed,
+    #: in fractions of the upright page (of the scan or photo as degraded)
+    boxes: dict = field(default_factory=dict, compare=False)
 
 
 def generate(
@@ -86,7 +89,8 @@ def generate(
         docs = [_job(j) for j in jobs]
     with open(out_dir / "truth.jsonl", "w", encoding="utf-8") as fh:
         for d in docs:
-            row = {"file": d.path.name, "schema": d.kind, "variant": d.variant, "pages": d.pages, "truth": d.truth}
+            row = {"file": d.path.name, "schema": d.kind, "variant": d.variant, "pages": d.pages, "truth": d.truth,
+                   "boxes": d.boxes}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return docs
 
@@ -199,9 +203,10 @@ def make_document(out_dir: Path, stem: str, variant: str, rng: random.Random) ->
     else:
         model, pages, meta = _make_receipt(path, variant, rng)
     truth = model.model_dump(mode="json")
+    boxes = meta.pop("boxes", {})
     with open(out_dir / f"{stem}.truth.json", "w", encoding="utf-8") as fh:
-        json.dump({"schema": kind, "truth": truth}, fh, ensure_ascii=False, indent=1)
-    return SynthDoc(path=path, kind=kind, truth=truth, variant=variant, pages=pages, meta=meta)
+        json.dump({"schema": kind, "truth": truth, "boxes": boxes}, fh, ensure_ascii=False, indent=1)
+    return SynthDoc(path=path, kind=kind, truth=truth, variant=variant, pages=pages, meta=meta, boxes=boxes)
 
 
 def count_pages(path: Path) -> int:

@@ -16,18 +16,22 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from pipeline.synth.pdfcanvas import _pdf_bytes
 
+Skew = tuple[float, int, int, int, int]  # angle (degrees, counter-clockwise), dx, dy, image width, height
 
-def write_scans(doc: pymupdf.Document, path: Path, variant: str, rng: random.Random, when: dt.date) -> None:
-    """``doc``'s pages rendered, degraded like a scan and saved as ``variant`` (jpeg-scan, tiff-scan, pdf-scan)."""
+
+def write_scans(doc: pymupdf.Document, path: Path, variant: str, rng: random.Random, when: dt.date) -> list[Skew]:
+    """``doc``'s pages rendered, degraded like a scan and saved as ``variant`` (jpeg-scan, tiff-scan, pdf-scan).
+    Returns each page's skew, to move the clean page's boxes where the scan shows them (``skew_box``)."""
     dpi = rng.choice([100, 110, 120, 130, 150])
     gray = rng.random() < 0.75
     quality = rng.randint(40, 72)
     frames = []
+    skews: list[Skew] = []
     for page in doc.pages():
         pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY if gray else pymupdf.csRGB, alpha=False)
         img = Image.frombytes("L" if gray else "RGB", (pix.width, pix.height), pix.samples)
         del pix
-        frames.append(scan_degrade(img, rng))
+        frames.append(scan_degrade(img, rng, skews))
     if variant == "jpeg-scan":
         frames[0].save(path, format="JPEG", quality=quality, dpi=(dpi, dpi), optimize=False)
     elif variant == "tiff-scan":
@@ -42,6 +46,21 @@ def write_scans(doc: pymupdf.Document, path: Path, variant: str, rng: random.Ran
             pg.insert_image(pg.rect, stream=buf.getvalue())
         path.write_bytes(_pdf_bytes(out, when))
         out.close()
+    return skews
+
+
+def skew_box(box: list[float], skew: Skew) -> list[float]:
+    """A box (fractions of the clean page) moved as ``scan_degrade`` rotated and shifted the page: the
+    bounding box of its four corners after PIL's ``rotate(angle, translate=(dx, dy))`` about the centre."""
+    angle, dx, dy, w, h = skew
+    t = math.radians(angle)
+    c, s = math.cos(t), math.sin(t)
+    xs, ys = [], []
+    for fx, fy in ((box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])):
+        x, y = fx * w - w / 2, fy * h - h / 2
+        xs.append((c * x + s * y + w / 2 + dx) / w)
+        ys.append((-s * x + c * y + h / 2 + dy) / h)
+    return [round(max(0.0, min(1.0, v)), 5) for v in (min(xs), min(ys), max(xs), max(ys))]
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,12 +104,15 @@ def _contrast_curve(k: float, lift: float, cast: float) -> Callable[[int], float
     return lambda v: (v * k + lift) * cast
 
 
-def scan_degrade(img: Image.Image, rng: random.Random) -> Image.Image:
-    """Paper skew (±2°), optics blur, toner/paper tone, uneven illumination, sensor noise, scanner edge."""
+def scan_degrade(img: Image.Image, rng: random.Random, skews: list[Skew] | None = None) -> Image.Image:
+    """Paper skew (±2°), optics blur, toner/paper tone, uneven illumination, sensor noise, scanner edge.
+    ``skews``: the page's skew is appended to it."""
     w, h = img.size
     bg = 255 if img.mode == "L" else (255, 255, 255)
     angle = rng.uniform(-2.0, 2.0)
     dx, dy = rng.randint(-8, 8), rng.randint(-8, 8)
+    if skews is not None:
+        skews.append((angle, dx, dy, w, h))
     img = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=bg, translate=(dx, dy))
     img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.75)))
     black = rng.uniform(12, 50)  # toner never quite black, paper never quite white
@@ -127,8 +149,24 @@ def _persp_coeffs(dst: list[tuple[float, float]], src: list[tuple[float, float]]
     return np.linalg.solve(np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)).tolist()
 
 
-def photograph(rec: Image.Image, rng: random.Random) -> Image.Image:
-    """A phone photo of the receipt on a table: perspective, shadow, uneven light, low contrast, softness, noise."""
+Warp = list[float]  # perspective coefficients: receipt pixel -> fraction of the photo (see ``warp_box``)
+
+
+def warp_box(box: list[float], warp: Warp) -> list[float]:
+    """A box (fractions of the receipt strip) where the photo shows it: the bounding box of its warped corners."""
+    a, b, c, d, e, f, g, h, rw, rh, w, hh = warp
+    xs, ys = [], []
+    for fx, fy in ((box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])):
+        x, y = fx * rw, fy * rh
+        den = g * x + h * y + 1
+        xs.append((a * x + b * y + c) / den / w)
+        ys.append((d * x + e * y + f) / den / hh)
+    return [round(max(0.0, min(1.0, v)), 5) for v in (min(xs), min(ys), max(xs), max(ys))]
+
+
+def photograph(rec: Image.Image, rng: random.Random, warps: list[Warp] | None = None) -> Image.Image:
+    """A phone photo of the receipt on a table: perspective, shadow, uneven light, low contrast, softness, noise.
+    ``warps``: the receipt-to-photo perspective is appended to it (``warp_box``)."""
     rw, rh = rec.size
     H = rng.randint(1100, 1400)
     W = int(H * rng.uniform(0.62, 0.78))
@@ -147,6 +185,8 @@ def photograph(rec: Image.Image, rng: random.Random) -> Image.Image:
         x, y = x * ca - y * sa, x * sa + y * ca
         corners.append((cx + x + rng.uniform(-0.02, 0.02) * w, cy + y + rng.uniform(-0.015, 0.015) * h))
     coeffs = _persp_coeffs(corners, [(0, 0), (rw, 0), (rw, rh), (0, rh)])
+    if warps is not None:  # the forward map: the photo is composed at (w, h), then only scaled
+        warps.append([*_persp_coeffs([(0, 0), (rw, 0), (rw, rh), (0, rh)], corners), rw, rh, w, h])
     warm = rng.uniform(0.93, 0.99)
     paper = Image.merge("RGBA", (rec, _lut(rec, [lambda v: v * (1 + warm) / 2]), _lut(rec, [lambda v: v * warm]),
                                  Image.new("L", rec.size, 255)))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import pymupdf
 
-from pipeline.synth.degrade import write_scans
+from pipeline.synth.degrade import Skew, skew_box, write_scans
 from pipeline.synth.formats import EU_VAT_ID_LABELS, _tld, fmt_date, fmt_rate
 from pipeline.synth.invoice_data import (
     InvCtx,
@@ -54,6 +55,8 @@ class InvoiceDrawer:
         s = st.size
         self.lh = s * 1.3
         self.pad = s * 0.45
+        self.meta_fields: dict[int, str] = {}
+        self.truth_boxes: dict[str, list[dict]] = {}  # field path -> [{"page": 1-based, "box": [x0, y0, x1, y1]}]
         self._cols()
 
     # --- geometry -------------------------------------------------------------------
@@ -130,15 +133,16 @@ class InvoiceDrawer:
     # --- pieces ---------------------------------------------------------------------
     def _party_block(self, cv: PdfCanvas, x: float, y: float, title: str | None, party: tuple, bold_name: bool = True,
                      size: float | None = None, tax_label: bool = True) -> float:
+        who = "vendor" if party[0] == self.c.vendor[0] else "customer"
         s = size or self.st.size
         lh = s * 1.3
         if title:
             cv.text(x, y, title, s * 0.9, True, self.st.accent)
             y += lh * 1.1
-        cv.text(x, y, party[0], s * 1.05, bold_name)
+        cv.text(x, y, party[0], s * 1.05, bold_name, field=f"{who}.name")
         y += lh
         for a in party[1]:
-            cv.text(x, y, a, s)
+            cv.text(x, y, a, s, field=f"{who}.address")
             y += lh
         if party[2] and tax_label:
             lbl = self.c.loc.taxid_label
@@ -146,7 +150,7 @@ class InvoiceDrawer:
                 lbl = EU_VAT_ID_LABELS.get(self.c.loc.lang, lbl)
             elif party[2].startswith("CHE"):
                 lbl = "UID"
-            cv.text(x, y, f"{lbl}: {party[2]}", s * 0.92)
+            cv.text(x, y, f"{lbl}: {party[2]}", s * 0.92, field=f"{who}.tax_id", value=party[2])
             y += lh
         return y
 
@@ -155,6 +159,7 @@ class InvoiceDrawer:
         rows = [(lab["number"], c.number), (lab["date"], fmt_date(c.issue, c.date_style, c.loc.lang))]
         if c.due is not None:
             rows.append((lab["due"], fmt_date(c.due, c.date_style, c.loc.lang)))
+        self.meta_fields = {0: "invoice_number", 1: "issue_date", 2: "due_date" if c.due is not None else ""}
         if c.customer_no:
             rows.append((lab["customer_no"], c.customer_no))
         if c.order_ref:
@@ -174,7 +179,7 @@ class InvoiceDrawer:
         m, pw = st.margin, st.pw
         lh = s * 1.3
         _draw_logo(cv, m, m, 34, st.logo, st.accent, _initials(c.vendor[0]))
-        cv.text(m + 44, m + 14, c.vendor[0], s * 1.45, True, st.accent)
+        cv.text(m + 44, m + 14, c.vendor[0], s * 1.45, True, st.accent, field="vendor.name")
         cv.text(pw - m, m + 20, lab["title"], s * 2.6, True, st.accent, "r")
         vendor = (c.vendor[0], c.vendor[1], c.vendor[2])
         y = self._party_block(cv, m, m + 52, None, vendor, bold_name=False, size=s * 0.95)
@@ -189,7 +194,7 @@ class InvoiceDrawer:
         cv.rect(bx0, by0 - s * 1.2, bx1, by0 - s * 1.2 + len(rows) * lh + s * 0.9, stroke=(0.5, 0.5, 0.5), width=0.6)
         for k, (a, b) in enumerate(rows):
             cv.text(bx0 + 6, by0 + k * lh, a, s * 0.95, True)
-            cv.text(bx1 - 6, by0 + k * lh, b, s * 0.95, False, (0, 0, 0), "r")
+            cv.text(bx1 - 6, by0 + k * lh, b, s * 0.95, False, (0, 0, 0), "r", field=self.meta_fields.get(k) or None)
         return max(yb, by0 + len(rows) * lh) + lh * 1.2
 
     def _header_band(self, cv: PdfCanvas) -> float:
@@ -200,7 +205,7 @@ class InvoiceDrawer:
         cv.rect(0, 0, pw, band_h, fill=st.accent)
         cv.text(m, 42, lab["title"], s * 2.8, True, (1, 1, 1))
         _draw_logo(cv, pw - m - 34, 15, 34, st.logo, tuple(min(1, x + 0.45) for x in st.accent), _initials(c.vendor[0]))
-        cv.text(pw - m - 42, 30, c.vendor[0], s * 1.2, True, (1, 1, 1), "r")
+        cv.text(pw - m - 42, 30, c.vendor[0], s * 1.2, True, (1, 1, 1), "r", field="vendor.name")
         cv.text(pw - m - 42, 30 + lh, f"{c.vendor_phone}", s * 0.9, False, (1, 1, 1), "r")
         y: float = band_h + 28
         colw = (pw - 2 * m) / 2
@@ -213,7 +218,7 @@ class InvoiceDrawer:
             x = m + k * bw
             cv.rect(x + 1, y, x + bw - 3, y + 2.6 * lh, fill=(0.95, 0.95, 0.95))
             cv.text(x + 7, y + lh, a, s * 0.85, False, (0.35, 0.35, 0.35))
-            cv.text(x + 7, y + 2.1 * lh, b, s * 1.05, True)
+            cv.text(x + 7, y + 2.1 * lh, b, s * 1.05, True, field=self.meta_fields.get(k) or None)
         return y + 2.6 * lh + lh * 1.4
 
     def _header_letter(self, cv: PdfCanvas) -> float:
@@ -222,25 +227,26 @@ class InvoiceDrawer:
         m, pw = st.margin, st.pw
         lh = s * 1.3
         _draw_logo(cv, pw - m - 40, m - 6, 40, st.logo, st.accent, _initials(c.vendor[0]))
-        cv.text(pw - m - 48, m + 10, c.vendor[0], s * 1.35, True, st.accent, "r")
+        cv.text(pw - m - 48, m + 10, c.vendor[0], s * 1.35, True, st.accent, "r", field="vendor.name")
         yv = m + 10 + lh
         for a in c.vendor[1]:
-            cv.text(pw - m - 48, yv, a, s * 0.9, False, (0.3, 0.3, 0.3), "r")
+            cv.text(pw - m - 48, yv, a, s * 0.9, False, (0.3, 0.3, 0.3), "r", field="vendor.address")
             yv += lh * 0.9
         yw = 128
         ret = " · ".join([c.vendor[0]] + c.vendor[1][:2])
-        cv.text(m, yw, ret, s * 0.7, False, (0.35, 0.35, 0.35))
+        cv.text(m, yw, ret, s * 0.7, False, (0.35, 0.35, 0.35),
+                marks=(("vendor.name", c.vendor[0]), *(("vendor.address", a) for a in c.vendor[1][:2])))
         cv.line(m, yw + 2.5, m + cv.tlen(ret, s * 0.7), yw + 2.5, (0.5, 0.5, 0.5), 0.4)
         yc = self._party_block(cv, m, yw + lh * 1.5, None, c.customer, bold_name=False)
         lx = pw - m - 200 * s / 9
         ym: float = yw
-        for a, b in self._meta_rows():
+        for k, (a, b) in enumerate(self._meta_rows()):
             cv.text(lx, ym, a + ":", s * 0.92)
-            cv.text(pw - m, ym, b, s * 0.92, False, (0, 0, 0), "r")
+            cv.text(pw - m, ym, b, s * 0.92, False, (0, 0, 0), "r", field=self.meta_fields.get(k) or None)
             ym += lh
         y = max(yc, ym) + lh * 1.6
         title = f"{lab['title'].capitalize() if c.loc.lang != 'zh' else lab['title']} {c.number}"
-        cv.text(m, y, title, s * 1.6, True)
+        cv.text(m, y, title, s * 1.6, True, field="invoice_number", value=c.number)
         y += lh * 1.2
         if lab["dear"]:
             y += lh * 0.4
@@ -253,13 +259,14 @@ class InvoiceDrawer:
         m, pw = st.margin, st.pw
         if st.layout == "band":
             cv.rect(0, 0, pw, 30, fill=st.accent)
-            cv.text(m, 20, f"{c.lab['title']} {c.number}", s * 1.2, True, (1, 1, 1))
-            cv.text(pw - m, 20, c.vendor[0], s, False, (1, 1, 1), "r")
+            cv.text(m, 20, f"{c.lab['title']} {c.number}", s * 1.2, True, (1, 1, 1), field="invoice_number", value=c.number)
+            cv.text(pw - m, 20, c.vendor[0], s, False, (1, 1, 1), "r", field="vendor.name")
             return 56
         _draw_logo(cv, m, m - 8, 22, st.logo, st.accent, _initials(c.vendor[0]))
-        cv.text(m + 30, m + 7, c.vendor[0], s * 1.1, True, st.accent)
+        cv.text(m + 30, m + 7, c.vendor[0], s * 1.1, True, st.accent, field="vendor.name")
         issued = fmt_date(c.issue, c.date_style, c.loc.lang)
-        cv.text(pw - m, m + 7, f"{c.lab['number']} {c.number} · {issued}", s * 0.95, False, (0, 0, 0), "r")
+        cv.text(pw - m, m + 7, f"{c.lab['number']} {c.number} · {issued}", s * 0.95, False, (0, 0, 0), "r",
+                marks=(("invoice_number", c.number), ("issue_date", issued)))
         cv.line(m, m + 16, pw - m, m + 16, (0.6, 0.6, 0.6), 0.5)
         return m + 36
 
@@ -301,13 +308,15 @@ class InvoiceDrawer:
             "amount": fmt.num(ln.amount),
         }
         base = y + self.pad + s
+        fields = {"desc": "description", "qty": "quantity", "price": "unit_price", "amount": "amount"}
         for key, _head, x, w, al in self.cols:
+            f = f"line_items[{idx}].{fields[key]}" if key in fields else None
             if key == "desc":
                 for j, t in enumerate(lines):
-                    cv.text(x + self.pad, base + j * self.lh, t, s, False)
+                    cv.text(x + self.pad, base + j * self.lh, t, s, False, field=f)
                 continue
             tx = x + self.pad if al == "l" else (x + w - self.pad if al == "r" else x + w / 2)
-            cv.text(tx, base, vals[key], s, False, (0, 0, 0), al)
+            cv.text(tx, base, vals[key], s, False, (0, 0, 0), al, field=f)
         if st.layout == "classic":
             cv.line(x0, y, x0, y + h, (0.3, 0.3, 0.3), 0.6)
             cv.line(x1, y, x1, y + h, (0.3, 0.3, 0.3), 0.6)
@@ -325,6 +334,7 @@ class InvoiceDrawer:
         xl = x1 - 230 * s / 9
         y0 = y + lh * 0.9
         rows: list[tuple[str, str, bool]] = [(lab["subtotal"], fmt.money(c.subtotal), False)]
+        fields = ["subtotal"]
         for rate, base, tax in c.tax_rows:
             rate_s = fmt_rate(fmt, rate)
             if c.loc.code == "en-US" and rate == "0":
@@ -332,11 +342,14 @@ class InvoiceDrawer:
             template = lab["tax_on"] if len(c.tax_rows) > 1 else lab["tax"]
             label = template.format(name=c.loc.tax_name, rate=rate_s, base=fmt.num(base))
             rows.append((label, fmt.money(tax), False))
+            fields.append("tax" if tax == c.tax else "")  # one of several rates: not the field's value
         total_label = lab["total_due"] if st.show_paid or st.layout == "letter" else lab["total"]
         rows.append((total_label, fmt.money(c.total), True))
+        fields.append("total")
         if st.show_paid:
             rows.append((lab["paid"], fmt.money(Decimal(0)), False))
             rows.append((lab["balance"], fmt.money(c.total), True))
+            fields += ["", "total"]
         h = len(rows) * lh + lh * 0.6
         if st.layout == "band":
             cv.rect(xl - 10, y0 - lh * 0.2, x1, y0 + h - lh * 0.3, fill=(0.93, 0.94, 0.96))
@@ -348,7 +361,7 @@ class InvoiceDrawer:
             if bold and st.layout == "letter":
                 cv.line(xl, yy - lh * 0.8, x1, yy - lh * 0.8, (0, 0, 0), 0.7)
             cv.text(xl, yy, a, sz, bold)
-            cv.text(x1 - 4, yy, b, sz, bold, (0, 0, 0), "r")
+            cv.text(x1 - 4, yy, b, sz, bold, (0, 0, 0), "r", field=fields[k] or None, value=_amount_part(b))
             if bold and st.layout == "letter" and k == len(rows) - 1:
                 cv.line(xl, yy + 4, x1, yy + 4, (0, 0, 0), 0.7)
                 cv.line(xl, yy + 6, x1, yy + 6, (0, 0, 0), 0.7)
@@ -381,12 +394,20 @@ class InvoiceDrawer:
             w = (pw - 2 * m) / 3
             for k, col in enumerate(cols):
                 for j, t in enumerate(col):
-                    cv.text(m + k * w, y + j * lh, t, fs, False, (0.3, 0.3, 0.3))
+                    cv.text(m + k * w, y + j * lh, t, fs, False, (0.3, 0.3, 0.3), marks=self._footer_marks(t))
         else:
-            cv.text(pw / 2, y, " · ".join(left), fs, False, (0.3, 0.3, 0.3), "c")
+            cv.text(pw / 2, y, " · ".join(left), fs, False, (0.3, 0.3, 0.3), "c", marks=self._footer_marks(" · ".join(left)))
             cv.text(pw / 2, y + lh, f"{c.lab['bank']}: {c.bank}", fs, False, (0.3, 0.3, 0.3), "c")
         if st.page_numbers or n_pages > 1:
             cv.text(pw - m, y + 2 * lh, c.lab["page"].format(i=page_no, n=n_pages), fs, False, (0, 0, 0), "r")
+
+    def _footer_marks(self, t: str) -> tuple[tuple[str, str], ...]:
+        """The vendor's name, address lines and tax id where a footer line repeats them."""
+        v = self.c.vendor
+        pairs = [("vendor.name", v[0]), *(("vendor.address", a) for a in v[1][:2])]
+        if v[2]:
+            pairs.append(("vendor.tax_id", v[2]))
+        return tuple((f, x) for f, x in pairs if x and x in t)
 
     # --- whole document -------------------------------------------------------------
     def draw(self, pages: list[list[int]]) -> pymupdf.Document:
@@ -417,7 +438,16 @@ class InvoiceDrawer:
                 self.totals(cv, y)
             self.footer(cv, p + 1, n)
             cv.commit()
+            for f, (x0, y0, x1, y1) in cv.boxes:
+                box = [round(max(0.0, min(1.0, v)), 5) for v in (x0 / st.pw, y0 / st.ph, x1 / st.pw, y1 / st.ph)]
+                self.truth_boxes.setdefault(f, []).append({"page": p + 1, "box": box})
         return doc
+
+
+def _amount_part(money: str) -> str:
+    """The number in a money string (``$1,234.50`` -> ``1,234.50``): the value's box leaves the sign out."""
+    m = re.search(r"-?\d[\d.,' \u00a0\u202f]*\d|\d", money)
+    return m.group(0) if m else money
 
 
 def _invoice_style(rng: random.Random, ctx: InvCtx) -> InvStyle:
@@ -457,18 +487,23 @@ def _make_invoice(path: Path, variant: str, rng: random.Random) -> tuple[Invoice
     _finish_totals(ctx)
     model = _invoice_model(ctx)
     doc = drawer.draw(pages)
-    _write_invoice(doc, path, variant, rng, ctx)
+    skews = _write_invoice(doc, path, variant, rng, ctx)
+    boxes = drawer.truth_boxes
+    if skews:  # a scan: the clean page's boxes, rotated and shifted as the page was
+        boxes = {f: [{"page": b["page"], "box": skew_box(b["box"], skews[b["page"] - 1])} for b in bs]
+                 for f, bs in boxes.items()}
     meta = {"locale": ctx.loc.code, "layout": style.layout, "font": style.family,
-            "items_per_page": [len(p) for p in pages]}
+            "items_per_page": [len(p) for p in pages], "boxes": boxes}
     return model, len(pages), meta
 
 
-def _write_invoice(doc: pymupdf.Document, path: Path, variant: str, rng: random.Random, ctx: InvCtx) -> None:
+def _write_invoice(doc: pymupdf.Document, path: Path, variant: str, rng: random.Random, ctx: InvCtx) -> list[Skew]:
+    """Writes the document; for a scan, returns each page's skew."""
     try:
         if variant == "pdf-digital":
             doc.subset_fonts()
             path.write_bytes(_pdf_bytes(doc, ctx.issue))
-        else:
-            write_scans(doc, path, variant, rng, ctx.issue)
+            return []
+        return write_scans(doc, path, variant, rng, ctx.issue)
     finally:
         doc.close()

@@ -47,6 +47,7 @@ class PdfCanvas:
         self.cjk = cjk
         self.reg, self.bold = FAMILIES.get(family, ("helv", "hebo"))
         self.texts: list[tuple[float, float, str, float, bool, tuple]] = []
+        self.boxes: list[tuple[str, tuple[float, float, float, float]]] = []  # (field path, box in points)
 
     def tlen(self, s: str, size: float, bold: bool = False) -> float:
         if self.cjk:
@@ -54,7 +55,10 @@ class PdfCanvas:
         return _text_width(self.bold if bold else self.reg, s, size)
 
     def text(self, x: float, y: float, s: str, size: float = 9, bold: bool = False, color: tuple = (0, 0, 0),
-             align: str = "l") -> float:
+             align: str = "l", field: str | None = None, value: str | None = None,
+             marks: tuple[tuple[str, str], ...] = ()) -> float:
+        """Draw ``s`` with its baseline at ``y``; ``field``: record the box of ``value`` (all of ``s`` when None),
+        the truth of where that field's value is printed; ``marks``: more (field, value) pairs in ``s``."""
         w = self.tlen(s, size, bold)
         if align == "r":
             x -= w
@@ -62,7 +66,19 @@ class PdfCanvas:
             x -= w / 2
         if self.page is not None and s:
             self.texts.append((x, y, s, size, bold, tuple(color)))
+            for f, v in ((field, value if value is not None else s), *marks):
+                if f:
+                    self._box(f, x, y, s, v, size, bold)
         return w
+
+    def _box(self, field: str, x: float, y: float, s: str, value: str, size: float, bold: bool) -> None:
+        at = s.find(value)
+        if at < 0 or not value:
+            return
+        font = _mfont("china-s") if self.cjk else _mfont(self.bold if bold else self.reg)
+        x0 = x + self.tlen(s[:at], size, bold)
+        self.boxes.append((field, (x0, y - font.ascender * size, x0 + self.tlen(value, size, bold),
+                                   y - font.descender * size)))
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, fill: tuple | None = None,
              stroke: tuple | None = None, width: float = 0.6) -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.synth.degrade import photograph
+from pipeline.synth.degrade import photograph, warp_box
 from pipeline.synth.formats import LOCALES, REC_LOCALE_WEIGHTS, fmt_rate
 from pipeline.synth.parties import _digits, _initials, _pick
 from pipeline.synth.receipt_data import RecCtx, _receipt_context, _receipt_model
@@ -161,16 +161,21 @@ class _Strip:
     width: int
     m: int  # side margin
     ink: int
+    log: list[tuple[float, float, str, Any]] = field(default_factory=list)  # (x, y, text, font) of every text
+
+    def text(self, xy: tuple[float, float], s: str, font: Any, fill: int) -> None:
+        self.d.text(xy, s, font=font, fill=fill)
+        self.log.append((xy[0], xy[1], s, font))
 
     @property
     def inner(self) -> int:
         return self.width - 2 * self.m
 
     def center(self, text: str, font: Any, y: int) -> None:
-        self.d.text(((self.width - font.getlength(text)) / 2, y), text, font=font, fill=self.ink)
+        self.text(((self.width - font.getlength(text)) / 2, y), text, font, self.ink)
 
     def op(self, op: tuple, y: int, merchant: str, rng: random.Random) -> None:
-        kind, d, fonts, m, inner, ink = op[0], self.d, self.fonts, self.m, self.inner, self.ink
+        kind, fonts, m, inner, ink = op[0], self.fonts, self.m, self.inner, self.ink
         if kind == "logo":
             self.logo(op[1], merchant, y)
         elif kind == "big":
@@ -178,19 +183,19 @@ class _Strip:
         elif kind == "center":
             self.center(_fit(fonts.reg, op[1], inner), fonts.reg, y)
         elif kind == "left":
-            d.text((m, y), _fit(fonts.reg, op[1], inner), font=fonts.reg, fill=ink)
+            self.text((m, y), _fit(fonts.reg, op[1], inner), fonts.reg, ink)
         elif kind in ("lr", "lrbig"):
             self.left_right(op, y)
         elif kind == "cols4":
             f = fonts.bold if op[5] else fonts.reg
             xs = [m, m + inner * 0.42, m + inner * 0.70, self.width - m]
             if op[1]:
-                d.text((xs[0], y), op[1], font=f, fill=ink)
+                self.text((xs[0], y), op[1], f, ink)
             for k, t in enumerate(op[2:5]):
-                d.text((xs[k + 1] - f.getlength(t), y), t, font=f, fill=ink)
+                self.text((xs[k + 1] - f.getlength(t), y), t, f, ink)
         elif kind == "sep":
             cw = fonts.reg.getlength(op[1]) or 8
-            d.text((m, y), op[1] * int(inner / cw), font=fonts.reg, fill=ink)
+            self.text((m, y), op[1] * int(inner / cw), fonts.reg, ink)
         elif kind == "barcode":
             self.barcode(y, rng)
         elif kind == "qr":
@@ -203,12 +208,12 @@ class _Strip:
             d.ellipse((cx - 34, y + 4, cx + 34, y + 72), outline=ink, width=5)
             ini = _initials(merchant)[:2]
             f = fonts.big
-            d.text((cx - f.getlength(ini) / 2, y + 38 - fonts.size * 0.8), ini, font=f, fill=ink)
+            self.text((cx - f.getlength(ini) / 2, y + 38 - fonts.size * 0.8), ini, f, ink)
         elif kind == "box":
             d.rectangle((m + 10, y + 8, width - m - 10, y + 70), fill=ink)
             f = fonts.big
             t = _fit(f, merchant, self.inner - 30)
-            d.text(((width - f.getlength(t)) / 2, y + 39 - fonts.size * 0.8), t, font=f, fill=255)
+            self.text(((width - f.getlength(t)) / 2, y + 39 - fonts.size * 0.8), t, f, 255)
         else:
             for k in range(5):
                 d.rectangle((cx - 50 + k * 22, y + 10 + k * 6, cx - 38 + k * 22, y + 72), fill=ink)
@@ -222,8 +227,8 @@ class _Strip:
         if kind == "lrbig" and rw + f.getlength(left) + 10 > inner:
             f = fonts.bold
             rw = f.getlength(right)
-        self.d.text((self.m, y), _fit(f, left, inner - rw - 6), font=f, fill=self.ink)
-        self.d.text((self.width - self.m - rw, y), right, font=f, fill=self.ink)
+        self.text((self.m, y), _fit(f, left, inner - rw - 6), f, self.ink)
+        self.text((self.width - self.m - rw, y), right, f, self.ink)
 
     def barcode(self, y: int, rng: random.Random) -> None:
         x = self.m + 20
@@ -250,8 +255,9 @@ class _Strip:
                     self.d.rectangle((x, yy, x + cell - 1, yy + cell - 1), fill=self.ink)
 
 
-def render_thermal(c: RecCtx, ops: list[tuple], fonts: RFonts, width: int, rng: random.Random) -> Image.Image:
-    """Draw the receipt ops onto a narrow white strip (mode L)."""
+def render_thermal(c: RecCtx, ops: list[tuple], fonts: RFonts, width: int, rng: random.Random,
+                   log: list[tuple[float, float, str, Any]] | None = None) -> Image.Image:
+    """Draw the receipt ops onto a narrow white strip (mode L); ``log``: gets (x, y, text, font) of every text."""
     m = 8 if width <= 400 else 14
     lh = int(fonts.size * (1.45 if fonts.cjk else 1.3))
     big_h = int(fonts.size * 2.1)
@@ -263,6 +269,8 @@ def render_thermal(c: RecCtx, ops: list[tuple], fonts: RFonts, width: int, rng: 
     for op in ops:
         strip.op(op, y, c.merchant, rng)
         y += heights.get(op[0], lh)
+    if log is not None:
+        log.extend(strip.log)
     return img.crop((0, 0, width, min(total_h, y + 36)))
 
 
@@ -291,14 +299,56 @@ def _make_receipt(path: Path, variant: str, rng: random.Random) -> tuple[Receipt
     ctx = _receipt_context(rng, fonts, width, loc)
     model = _receipt_model(ctx)
     ops = _receipt_ops(ctx, rng)
-    img = render_thermal(ctx, ops, fonts, width, rng)
+    log: list[tuple[float, float, str, Any]] = []
+    img = render_thermal(ctx, ops, fonts, width, rng, log)
+    boxes = _truth_boxes(ctx, log, img.size)
     img = _thermal_finish(img, rng)
     if variant == "png-receipt":
         if rng.random() < 0.35:
             img = img.point(lambda v: 0 if v < 150 else 255).convert("1")
         img.save(path, format="PNG", optimize=False, compress_level=6)
     else:
-        photo = photograph(img, rng)
+        warps: list[list[float]] = []
+        photo = photograph(img, rng, warps)
         photo.save(path, format="JPEG", quality=rng.randint(68, 85))
-    meta = {"locale": loc.code, "store": ctx.store, "width": width, "style": ctx.style}
+        boxes = {f: [{"page": 1, "box": warp_box(b["box"], warps[0])} for b in bs] for f, bs in boxes.items()}
+    meta = {"locale": loc.code, "store": ctx.store, "width": width, "style": ctx.style, "boxes": boxes}
     return model, 1, meta
+
+
+def _printed_forms(c: RecCtx) -> dict[str, list[str]]:
+    """Field path -> the strings the receipt prints for its value (as ``_receipt_ops`` formats them)."""
+    fmt = c.fmt
+    forms: dict[str, list[str]] = {"merchant": [c.merchant], "address": list(c.address), "total": [fmt.num(c.total)]}
+    if c.date_str:
+        forms["date"] = [c.date_str]
+    if c.time_str:
+        forms["time"] = [c.time_str]
+    if c.subtotal is not None:
+        forms["subtotal"] = [fmt.num(c.subtotal)]
+    if c.tip is not None:
+        forms["tip"] = [fmt.num(c.tip)]
+    if c.tax is not None and len(c.tax_lines) == 1:
+        forms["tax"] = [fmt.num(c.tax)]
+    for i, it in enumerate(c.items):
+        forms[f"items[{i}].description"] = [it.desc]
+        forms[f"items[{i}].amount"] = [fmt.num(it.amount)]
+    return forms
+
+
+def _truth_boxes(c: RecCtx, log: list[tuple[float, float, str, Any]], size: tuple[int, int]) -> dict[str, list[dict]]:
+    """Where each value was drawn: every drawn text that prints it (a value printed twice has two boxes; an
+    amount also printed for another field shares that box), in fractions of the strip."""
+    w, h = size
+    out: dict[str, list[dict]] = {}
+    for f, forms in _printed_forms(c).items():
+        for x, y, text, font in log:
+            for form in forms:
+                at = text.find(form) if form else -1
+                if at < 0 or (form[0].isdigit() and at > 0 and (text[at - 1].isdigit() or text[at - 1] in ".,")):
+                    continue
+                x0 = x + font.getlength(text[:at])
+                _, t, _, b = font.getbbox(text)
+                box = [x0 / w, (y + t) / h, (x0 + font.getlength(form)) / w, (y + b) / h]
+                out.setdefault(f, []).append({"page": 1, "box": [round(max(0.0, min(1.0, v)), 5) for v in box]})
+    return out
