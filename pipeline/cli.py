@@ -246,7 +246,7 @@ def rasterize(
     cfg = _config(config, sets, **{"rasterize.workers": workers, "rasterize.max_pages": max_pages})
     r = cfg.rasterize
     try:
-        rep = write_stage(inputs, out, RasterSettings.from_config(r, cfg.words), cfg.effective_workers(), r.timeout_s)
+        rep = write_stage(inputs, out, RasterSettings.from_config(r, cfg.words_wanted), cfg.effective_workers(), r.timeout_s)
     except (StageError, InputError, OSError) as e:
         _fail(str(e))
         return

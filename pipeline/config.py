@@ -303,6 +303,10 @@ class EvidenceConfig(_Section):
     )
     flag_not_found: bool = Field(True, description="A printed value not found on the page flags its document.")
     flag_rule_failed: bool = Field(True, description="A rule that failed before the re-ask flags its document.")
+    use_model_confidence: bool = Field(
+        False, description="Multiply the model's own token-probability score into the field confidence (recorded in "
+        "evidence.model_confidence either way). Off until measured on your model: scores under a schema mask run high."
+    )
 
 
 class JobConfig(_Section):
@@ -334,6 +338,14 @@ class JobConfig(_Section):
 
     def effective_workers(self) -> int:
         return self.rasterize.workers or (os.cpu_count() or 1)
+
+    @property
+    def words_wanted(self) -> WordsConfig | None:
+        """``[words]`` when something reads page words (evidence, anchor text), else None: then no page's
+        words are read and nothing is OCRed."""
+        if self.words.enabled and (self.evidence.enabled or self.prompt.anchor_text):
+            return self.words
+        return None
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines an extraction's result (used for the run key)."""

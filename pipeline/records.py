@@ -218,7 +218,6 @@ class Generation:
     # Both None when the engine was not asked for them; ``pipeline.confidence`` turns them into field scores.
     token_offsets: list[int] | None = None
     token_logprobs: list[float] | None = None
-    field_confidence: dict[str, float] | None = None  # the model's own 0-1 score per leaf field path, when known
 
 
 @dataclass(slots=True)

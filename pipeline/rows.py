@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from pipeline.batching import Pending
 from pipeline.columns import EVIDENCE_SCHEMA, model_row
+from pipeline.confidence import generation_scores
 from pipeline.config import JobConfig
 from pipeline.records import Document, ErrorType, Extraction, Failure, Generation, RasterizedDoc, Stage
 from pipeline.store import now_utc
@@ -44,7 +45,7 @@ class RowBuilder:
         evidence: list[dict[str, Any]] = []
         needs_review, reasons = False, []
         if self.config.evidence.enabled:
-            a = assess(ext.value, p.rdoc.pages, self.config.evidence, gen.field_confidence, p.rule_failures)
+            a = assess(ext.value, p.rdoc.pages, self.config.evidence, generation_scores(gen) or None, p.rule_failures)
             needs_review, reasons = a.needs_review, a.reasons
             evidence = evidence_rows(doc.doc_id, a.evidence, self._common())
         row.update(

@@ -64,7 +64,7 @@ class LocalSource:
 
     def __init__(self, config: JobConfig, out_dir: Path | str):
         self.config, self.out_dir = config, out_dir
-        self.settings = RasterSettings.from_config(config.rasterize, config.words)
+        self.settings = RasterSettings.from_config(config.rasterize, config.words_wanted)
         self._identities: IdentityCache | None = None
 
     def discover(self, inputs: list[str]) -> Discovered:
@@ -128,7 +128,7 @@ class StageSource:
         self.stage_dir = Path(stage_dir)
         try:
             self._found, self._rows = read_stage(self.stage_dir)
-            check_settings(self.stage_dir, RasterSettings.from_config(config.rasterize, config.words))
+            check_settings(self.stage_dir, RasterSettings.from_config(config.rasterize, config.words_wanted))
         except (StageError, OSError) as e:
             raise CouldNotStart(str(e)) from e
 

@@ -424,7 +424,7 @@ def reconcile(out_dir: Path | str, quarantined: list[SkippedPart] | None = None)
         try:
             if not _is_part_name(f):
                 raise DamagedPart(STRAY_REASON)
-            t = read_our_part(f, key[1], ["run_id"])
+            t = read_our_part(f, key[1], [*KEY_COLUMNS[key[1]], "run_id"])
             ids = t.column("doc_id").to_pylist()
             runs = t.column("run_id").to_pylist()
             paths = t.column("source_path").to_pylist()
@@ -481,7 +481,7 @@ def _reconcile_evidence(out_dir: Path | str, parts: list[Any], counting: dict[st
         try:
             if not _is_part_name(f):
                 raise DamagedPart(STRAY_REASON)
-            t = read_our_part(f, "evidence", ["run_id"])
+            t = read_our_part(f, "evidence", ["doc_id", "run_id"])
         except DamagedPart as e:
             _quarantine(out_dir, "evidence", f, str(e), quarantined)
             continue

@@ -68,7 +68,8 @@ def score(evidence: list[FieldEvidence], cfg: EvidenceConfig, model_confidence: 
         mc = None if model_confidence is None else model_confidence.get(ev.field)
         ev.model_confidence = None if mc is None else min(1.0, max(0.0, float(mc)))
         ev.rule_failed = list((failed_rules or {}).get(_top(ev.field), []))
-        conf = (1.0 if ev.model_confidence is None else ev.model_confidence) * _grounding_factor(ev, cfg)
+        model = ev.model_confidence if cfg.use_model_confidence and ev.model_confidence is not None else 1.0
+        conf = model * _grounding_factor(ev, cfg)
         if ev.rule_failed:
             conf *= cfg.rule_failed_factor
         ev.confidence = round(conf, 4)

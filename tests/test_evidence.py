@@ -157,7 +157,7 @@ def test_a_wrong_total_needs_review_and_says_why():
 
 def test_model_confidence_and_rules_enter_the_field_confidence():
     p = page(["Shop", "Total 9.00"])
-    a = assess(Doc(name="Shop", total=Decimal("9.00")), [p], EvidenceConfig(min_confidence=0.5),
+    a = assess(Doc(name="Shop", total=Decimal("9.00")), [p], EvidenceConfig(min_confidence=0.5, use_model_confidence=True),
                model_confidence={"name": 0.41, "total": 0.9},
                rule_failures=["subtotal_plus_tax_equals_total: subtotal 1 + tax 0 = 1, total is 9.00"])
     assert one(a.evidence, "name").confidence == pytest.approx(0.41)
@@ -165,6 +165,13 @@ def test_model_confidence_and_rules_enter_the_field_confidence():
     assert "name: low confidence 0.41" in a.reasons
     assert any(r.startswith("total: rule failed before the re-ask: subtotal_plus_tax") for r in a.reasons)
     assert one(a.evidence, "subtotal").rule_failed  # the rule names it, though it is null
+
+
+def test_model_confidence_is_recorded_but_not_used_unless_asked():
+    p = page(["Shop", "Total 9.00"])
+    a = assess(Doc(name="Shop", total=Decimal("9.00")), [p], EvidenceConfig(), model_confidence={"name": 0.41, "total": 0.9})
+    assert one(a.evidence, "name").model_confidence == pytest.approx(0.41)
+    assert one(a.evidence, "name").confidence == 1.0 and a.needs_review is False and a.reasons == []
 
 
 def test_rule_names_map_to_whole_field_names():

@@ -1,8 +1,7 @@
 """The evidence table and needs_review in a run (scripted engine), read back with pyarrow and DuckDB;
 exactly-once of evidence under --force, --retry-failed and a crash between parts.
 
-Page words: until the raster stage fills ``Page.words``, these tests fill them through a test-only
-source wrapper (``WordsSource``) from the PDFs' text layer (PyMuPDF ``get_text("words")``).
+Page words come from the raster stage itself (``[words]``: the text layer of these digital PDFs).
 """
 
 from __future__ import annotations
@@ -66,9 +65,7 @@ class WordsSource:
 
 def run(inputs, out, engine, **kw):
     cfg = small_config()
-    backend = local_backend(cfg, out, engine=engine)
-    backend.source = WordsSource(backend.source)
-    return run_job([str(i) for i in inputs], out, cfg, backend=backend, **kw)
+    return run_job([str(i) for i in inputs], out, cfg, engine=engine, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +191,21 @@ def test_a_rule_that_failed_before_the_reask_is_a_review_reason(synth, tmp_path)
     assert any(r.startswith("subtotal: rule failed before the re-ask") for r in reasons)
     failed = q(f"SELECT field, rule_failed FROM '{out}/evidence/*.parquet' WHERE doc_id = '{first}' AND len(rule_failed) > 0")
     assert {f for f, _ in failed} >= {"total", "subtotal", "tax"}
+
+
+def test_evidence_survives_compaction_and_a_force_rerun(synth, tmp_path):
+    """Evidence is kept by run_id, not by part name: merged parts keep their evidence, superseded go."""
+    from pipeline.compact import compact
+
+    truth = truth_answers(synth)
+    out = tmp_path / "out"
+    assert run([synth], out, ScriptedEngine(truth)).exit_code == 0
+    assert run([synth], out, ScriptedEngine(truth), force=True).exit_code == 0
+    leaves = {d: len(leaf_values(v)) for d, v in truth.items()}
+    assert evidence_counts(out) == leaves
+    compact(out, target_mb=64.0)
+    assert evidence_counts(out) == leaves  # compacted: still one set per document
+    assert run([synth], out, ScriptedEngine(truth)).exit_code == 0  # a run reconciles again: nothing lost
+    assert evidence_counts(out) == leaves
+    (runs,) = q(f"SELECT count(DISTINCT run_id) FROM '{out}/evidence/*.parquet'")
+    assert runs == (1,)
