@@ -303,9 +303,7 @@ def _candidates(words: _Words, value: Any, fuzzy: float) -> list[_Cand]:
     if isinstance(value, bool):
         return []
     if isinstance(value, (Decimal, int, float)):
-        target = abs(Decimal(str(value)))
-        exact = _indexed(words, words.amounts(), [target])  # equal Decimals hash alike
-        return exact if exact or fuzzy >= 1.0 else _misread_amounts(words, target)
+        return _indexed(words, words.amounts(), [abs(Decimal(str(value)))])  # equal Decimals hash alike
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
@@ -326,17 +324,6 @@ def _sign_inside(words: _Words, sign: str) -> list[_Cand]:
     """A currency sign printed against its amount (``€12.50``, ``12,50€``)."""
     return [words.cand(i, i + 1) for i, t in enumerate(words.tokens)
             if not sign.isalpha() and sign in fold(words.words[i][1].text)]
-
-
-def _misread_amounts(words: _Words, target: Decimal) -> list[_Cand]:
-    """On OCR words only: amounts that differ from ``target`` in one digit (``148.11`` read ``146.81`` is two;
-    ``148.11`` read ``146.11`` is one), as fuzzy matches scored 0.8."""
-    if not any(w.source.value == "ocr" for _, w in words.words[:50]):
-        return []
-    want = f"{target:.2f}"
-    near = [k for k in words.amounts()
-            if len(s := f"{k:.2f}") == len(want) and sum(a != b for a, b in zip(s, want, strict=True)) == 1]
-    return [_Cand(c.page, c.box, Match.FUZZY, 0.8, c.order, c.source) for c in _indexed(words, words.amounts(), near)]
 
 
 def _sum_cands(words: _Words, value: Decimal, path: str, most: int = 4) -> list[_Cand]:

@@ -201,11 +201,3 @@ def test_ocr_dates_glued_to_the_time_or_with_a_zero_for_an_o():
     for printed in ("02/16/20229:56PM", "0ct 30, 2022", "2022-02-1610:26"):
         d = dt.date(2022, 10, 30) if "0ct" in printed else dt.date(2022, 2, 16)
         assert one(ground(Doc(date=d), [page([printed], WordSource.OCR)]), "date").grounded is True, printed
-
-
-def test_one_misread_digit_on_ocr_words_is_a_fuzzy_match_and_two_are_not():
-    ocr = page(["TOTAL 146.11"], WordSource.OCR)
-    ev = one(ground(Doc(total=Decimal("148.11")), [ocr]), "total")
-    assert ev.grounded is True and ev.match is Match.FUZZY and ev.score == 0.8
-    assert one(ground(Doc(total=Decimal("148.81")), [ocr]), "total").grounded is False
-    assert one(ground(Doc(total=Decimal("148.11")), [page(["TOTAL 146.11"])]), "total").grounded is False  # text layer
