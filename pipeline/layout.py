@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline import fs
 
@@ -124,3 +125,44 @@ def table_names(out_dir: Any) -> list[str]:
         names = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
     names = {n for n in names if not n.startswith(("_", ".")) and n not in NOT_TABLES}
     return sorted(n for n in names if list_parts(fs.join(out_dir, n)))
+
+
+# --------------------------------------------------------------------------- what a table holds
+
+
+def newest_first(parts: list[Any]) -> list[Any]:
+    """Parts newest first: by name (``part-<run_id>-<seq>``, run ids start with a UTC time), whatever the partition."""
+    return sorted(parts, key=fs.basename, reverse=True)
+
+
+def read_part_columns(location: Path | str, columns: list[str]) -> pa.Table:
+    """``columns`` of one part; on an object store only those are fetched (range reads)."""
+    if fs.is_uri(location):
+        with fs.open_input_file(location) as f:
+            return pq.ParquetFile(f).read(columns=columns)
+    return pq.read_table(location, columns=columns)
+
+
+def read_part_schema(location: Path | str) -> pa.Schema:
+    """The columns of one part (its footer only)."""
+    if fs.is_uri(location):
+        with fs.open_input_file(location) as f:
+            return pq.read_schema(f)
+    return pq.read_schema(location)
+
+
+def results_part_schema(out_dir: Path | str) -> pa.Schema | None:
+    """The columns of the results already in an output (its newest part), or None when it has none."""
+    parts = newest_first(list_parts(fs.join(out_dir, "results")))
+    if not parts:
+        return None
+    return read_part_schema(parts[0])
+
+
+def held_schema_name(out_dir: Path | str) -> str | None:
+    """The ``schema_name`` of the rows in the newest results part (None when unknown)."""
+    for part in newest_first(list_parts(fs.join(out_dir, "results"))):
+        t = read_part_columns(part, ["schema_name"])
+        if t.num_rows:
+            return str(t.column("schema_name")[0].as_py())
+    return None

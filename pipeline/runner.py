@@ -4,10 +4,11 @@ One document's path through a run (each stage a module of its own)::
 
     discover   inputs -> Documents (+ discovery failures)           Source.discover   (sources.py, discover.py)
     skip       what the output already holds under the run key      Output.open       (output.py)
-    rasterize  Documents -> RasterizedDocs, streamed, pages bounded Source.rasterize  (sources.py, workers.py)
+    rasterize  Documents -> RasterizedDocs (+ page words), streamed Source.rasterize  (sources.py, workers.py, words.py, ocr.py)
     prompt     RasterizedDoc -> Request, batched                    BatchAssembler    (batching.py, prompts.py)
     infer      Requests -> Generations (engine thread, prefetch)    Extractor         (extract.py, engines/)
     validate   Generation -> Extraction | Failure (re-asks)         Extractor         (validate.py)
+    evidence   Extraction + page words -> evidence rows, needs_review  RowBuilder   (trust.py, evidence.py, confidence.py)
     write      rows -> atomic Parquet parts, run.json               RowBuilder, Output, Manifest
 
 Every input document ends in exactly one row of ``results`` or ``failures``.

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from pipeline import fs, layout
 from pipeline.columns import EVIDENCE_SCHEMA, FAILURES_SCHEMA
 from pipeline.errors import DamagedPart, OutputLost
+from pipeline.layout import held_schema_name, newest_first, read_part_schema, results_part_schema  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -491,32 +492,3 @@ def _reconcile_evidence(out_dir: Path | str, parts: list[Any], counting: dict[st
             _keep_rows(out_dir, f, keep)
     return removed
 
-
-def newest_first(parts: list[Any]) -> list[Any]:
-    """Parts newest first: by name (``part-<run_id>-<seq>``, run ids start with a UTC time), whatever the partition."""
-    return sorted(parts, key=fs.basename, reverse=True)
-
-
-def read_part_schema(location: Path | str) -> pa.Schema:
-    """The columns of one part (its footer only)."""
-    if fs.is_uri(location):
-        with fs.open_input_file(location) as f:
-            return pq.read_schema(f)
-    return pq.read_schema(location)
-
-
-def results_part_schema(out_dir: Path | str) -> pa.Schema | None:
-    """The columns of the results already in an output (its newest part), or None when it has none."""
-    parts = newest_first(_parts(fs.join(out_dir, "results")))
-    if not parts:
-        return None
-    return read_part_schema(parts[0])
-
-
-def held_schema_name(out_dir: Path | str) -> str | None:
-    """The ``schema_name`` of the rows in the newest results part (None when unknown)."""
-    for part in newest_first(_parts(fs.join(out_dir, "results"))):
-        t = _read_parquet(part, columns=["schema_name"])
-        if t.num_rows:
-            return str(t.column("schema_name")[0].as_py())
-    return None

@@ -55,7 +55,8 @@ from pipeline.synth.formats import (
     q2,
 )
 from pipeline.synth.invoice_data import CATALOG, DETAILS, LANG_IDX, UNITS, InvCtx, Line
-from pipeline.synth.invoice_pdf import ACCENTS, InvoiceDrawer, InvStyle
+from pipeline.synth.invoice_pdf import InvoiceDrawer
+from pipeline.synth.invoice_style import ACCENTS, InvStyle
 from pipeline.synth.parties import CITIES, NAME_PARTS, TRANSLIT
 from pipeline.synth.pdfcanvas import FAMILIES, PdfCanvas
 from pipeline.synth.receipt_data import RECEIPT_ITEMS, STORE_NAMES, STORE_WORDS, RecCtx, RItem

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,30 +20,10 @@ from pipeline.synth.invoice_data import (
     _invoice_context,
     _invoice_model,
 )
+from pipeline.synth.invoice_style import InvStyle, _invoice_style
 from pipeline.synth.parties import _initials
 from pipeline.synth.pdfcanvas import PdfCanvas, _draw_logo, _pdf_bytes, _wrap
-from pipeline.synth.tables import load
 from schemas import Invoice
-
-ACCENTS: list[tuple[float, float, float]] = [(r, g, b) for r, g, b in load("style.json")["accents"]]
-
-
-@dataclass
-class InvStyle:
-    layout: str  # classic | band | letter
-    family: str
-    cjk: bool
-    accent: tuple
-    size: float
-    pw: float
-    ph: float
-    margin: float
-    pos_col: bool
-    unit_col: bool
-    logo: str
-    carry: bool
-    page_numbers: bool
-    show_paid: bool
 
 
 class InvoiceDrawer:
@@ -448,21 +427,6 @@ def _amount_part(money: str) -> str:
     """The number in a money string (``$1,234.50`` -> ``1,234.50``): the value's box leaves the sign out."""
     m = re.search(r"-?\d[\d.,' \u00a0\u202f]*\d|\d", money)
     return m.group(0) if m else money
-
-
-def _invoice_style(rng: random.Random, ctx: InvCtx) -> InvStyle:
-    cjk = ctx.loc.lang == "zh"
-    layout = rng.choice(["classic", "band", "letter"])
-    family = "cjk" if cjk else rng.choices(["helv", "tiro", "cour"], weights=[6, 3, 1])[0]
-    pw, ph = (612, 792) if ctx.loc.letter else (595, 842)
-    return InvStyle(
-        layout=layout, family=family, cjk=cjk, accent=rng.choice(ACCENTS),
-        size=rng.choice([8.5, 9, 9, 9.5, 10]) if family != "cour" else 8.5,
-        pw=pw, ph=ph, margin=rng.choice([40, 45, 50, 56]), pos_col=rng.random() < 0.5,
-        unit_col=rng.random() < 0.45, logo=rng.choice(["circle", "squares", "triangle", "hexagon", "bars"]),
-        carry=layout == "letter" and rng.random() < 0.7, page_numbers=rng.random() < 0.5,
-        show_paid=ctx.loc.code in ("en-US", "en-GB") and rng.random() < 0.2,
-    )
 
 
 def _make_invoice(path: Path, variant: str, rng: random.Random) -> tuple[Invoice, int, dict]:
