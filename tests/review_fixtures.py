@@ -80,8 +80,10 @@ def add_review_columns(out: Path, reasons: dict[str, list[str]]) -> None:
     for part in sorted((out / "results").glob("part-*.parquet")):
         t = pq.read_table(part)
         ids = t.column("doc_id").to_pylist()
-        t = t.append_column("needs_review", pa.array([bool(reasons.get(d)) for d in ids], pa.bool_()))
-        t = t.append_column("review_reasons", pa.array([reasons.get(d, []) for d in ids], pa.list_(pa.string())))
+        for name, col in (("needs_review", pa.array([bool(reasons.get(d)) for d in ids], pa.bool_())),
+                          ("review_reasons", pa.array([reasons.get(d, []) for d in ids], pa.list_(pa.string())))):
+            i = t.schema.get_field_index(name)
+            t = t.append_column(name, col) if i < 0 else t.set_column(i, name, col)
         pq.write_table(t, part)
 
 
@@ -199,12 +201,18 @@ def _page_png(path: Path) -> Path:
     return path
 
 
+def NO_EVIDENCE() -> Any:  # noqa: N802
+    from tests.helpers import small_config
+
+    return small_config(**{"evidence.enabled": False})
+
+
 def make_sample(root: Path) -> Sample:
     """An output with one flagged result (a PNG page, evidence boxes, a value holding markup), one
     clean result (a PDF), a validate failure with raw output and a discover failure; run with the
     scripted engine, then given evidence rows and review columns as the trust layer will write them."""
     from pipeline.runner import run_job
-    from tests.conftest import invoice_truth, small_config, write_pdf
+    from tests.conftest import invoice_truth, write_pdf
     from tests.scripted_engine import ScriptedEngine
 
     inputs, out = root / "in", root / "out"
@@ -218,7 +226,8 @@ def make_sample(root: Path) -> Sample:
     ids = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()}
     answers: dict[str, Any] = {ids["flagged.png"]: flagged, ids["clean.pdf"]: invoice_truth(2),
                                ids["garbled.png"]: "{\"invoice_number\": <b>oops</b>"}
-    run_job([str(inputs)], out, small_config(), engine=ScriptedEngine(answers))
+    # the run's own evidence stage off: this fixture writes evidence rows it controls exactly
+    run_job([str(inputs)], out, NO_EVIDENCE(), engine=ScriptedEngine(answers))
     rows = {r["doc_id"]: r for r in result_rows(out)}
     f, c = rows[ids["flagged.png"]], rows[ids["clean.pdf"]]
     write_evidence(out, [

@@ -126,10 +126,14 @@ def test_superseded_rows_are_dropped_and_the_newest_kept(out):
     w = PartWriter(out, "29991231T000000000000Z-later", schema)
     w.commit(newer, [])
     w.close()
-    rep = compact(out)
-    assert rep.superseded_dropped == 1
-    one_row_per_doc(out)
     doc = newer.column("doc_id")[0].as_py()
+    ev = f"SELECT count(*) FROM '{out}/evidence/*.parquet' WHERE doc_id = '{doc}'"
+    ((evidence_rows,),) = duckdb.sql(ev).fetchall()
+    assert evidence_rows > 0  # the old result's evidence
+    rep = compact(out)
+    assert rep.superseded_dropped == 1 + evidence_rows  # the old row, and its evidence with it (the new one has none)
+    assert duckdb.sql(ev).fetchall() == [(0,)]
+    one_row_per_doc(out)
     assert duckdb.sql(f"SELECT run_id FROM '{out}/results/*.parquet' WHERE doc_id = '{doc}'").fetchall() == [("later",)]
 
 

@@ -83,7 +83,7 @@ def test_resume_status_force_and_compaction_see_the_partitions(by_issue_date, tm
     assert (st.done, st.pending, st.failed_by_type) == (8, 0, {"unsupported_type": 2})
     before = hive(out)
     rep = compact(out)  # two parts per date folder -> one
-    assert {t.table: (t.parts_before, t.parts_after) for t in rep.tables} == {"results": (4, 2), "failures": (2, 1)}
+    assert {t.table: (t.parts_before, t.parts_after) for t in rep.tables} == {"results": (4, 2), "failures": (2, 1), "evidence": (2, 1)}
     assert sorted(p.parent.name for p in layout.list_parts(out / "results")) == [f"issue_date_day={d}" for d in DAYS]
     assert hive(out) == before
     forced = run_job([str(inbox)], out, cfg, force=True)

@@ -16,11 +16,12 @@ from pipeline.review import load_review, write_review
 from pipeline.review.data import reason_field, show_value
 from pipeline.review.render import doc_file
 from pipeline.runner import run_job
-from tests.conftest import invoice_truth, small_config
+from tests.conftest import invoice_truth
 from tests.helpers import run_cli
 from tests.review_fixtures import (
     CLEAN_BOX,
     INVOICE_BOX,
+    NO_EVIDENCE,
     REASONS,
     TOTAL_BOX,
     XSS,
@@ -171,11 +172,11 @@ def test_a_rerun_shows_the_latest_row_and_only_its_evidence(tmp_path: Path, samp
     shutil.copy(sample.inputs / "clean.pdf", inputs)
     doc_id = sample.ids["clean.pdf"]
     out = tmp_path / "out"
-    run_job([str(inputs)], out, small_config(), engine=ScriptedEngine({doc_id: invoice_truth(2)}))
+    run_job([str(inputs)], out, NO_EVIDENCE(), engine=ScriptedEngine({doc_id: invoice_truth(2)}))
     write_evidence(out, [evidence(result_rows(out)[0], "invoice_number", 1, (0.1, 0.1, 0.3, 0.2))])
     newer = invoice_truth(2)
     newer["invoice_number"] = "INV-NEWER"
-    run_job([str(inputs)], out, small_config(), engine=ScriptedEngine({doc_id: newer}), force=True)
+    run_job([str(inputs)], out, NO_EVIDENCE(), engine=ScriptedEngine({doc_id: newer}), force=True)
     (doc,) = load_review(out).docs
     assert {f.path: f.value for f in doc.fields}["invoice_number"] == "INV-NEWER"
     assert doc.run_id == result_rows(out)[0]["run_id"]
