@@ -135,8 +135,8 @@ def newest_first(parts: list[Any]) -> list[Any]:
     return sorted(parts, key=fs.basename, reverse=True)
 
 
-def read_part_columns(location: Path | str, columns: list[str]) -> pa.Table:
-    """``columns`` of one part; on an object store only those are fetched (range reads)."""
+def read_part_columns(location: Path | str, columns: list[str] | None = None) -> pa.Table:
+    """``columns`` (all when None) of one part; on an object store only those are fetched (range reads)."""
     if fs.is_uri(location):
         with fs.open_input_file(location) as f:
             return pq.ParquetFile(f).read(columns=columns)

@@ -59,10 +59,7 @@ def _parts(directory: Path | str, pattern: str = "part-*.parquet") -> list[Any]:
 
 def _read_parquet(location: Path | str, columns: list[str] | None = None) -> pa.Table:
     """One part; on an object store only the requested columns are fetched (range reads)."""
-    if fs.is_uri(location):
-        with fs.open_input_file(location) as f:
-            return pq.ParquetFile(f).read(columns=columns)
-    return pq.read_table(location, columns=columns)
+    return layout.read_part_columns(location, columns)
 
 
 LOST = ("disappeared during the run (deleted or moved?), with the parts it held: the run stops; "

@@ -195,37 +195,36 @@ def _result_view(row: dict[str, Any], evidence: dict[tuple[str, str], list[dict[
     flagged = bool(needs) if needs is not None else bool(reasons)
     ev = evidence.get((row["doc_id"], row.get("run_id") or ""), [])
     return DocView(
-        doc_id=row["doc_id"],
-        source_path=row.get("source_path") or "",
+        **_row_view(row),
         status="flagged" if flagged else "ok",
-        schema_name=row.get("schema_name"),
-        model=row.get("model"),
-        run_id=row.get("run_id"),
-        run_key=row.get("run_key"),
-        doc_kind=row.get("doc_kind"),
-        page_count=row.get("page_count"),
         pages_used=row.get("pages_used"),
         when=_when(row.get("extracted_at")),
-        warnings=[str(w) for w in (row.get("warnings") or [])],
         reasons=reasons,
         fields=_field_rows(row, ev, reasons),
     )
 
 
-def _failure_view(row: dict[str, Any]) -> DocView:
-    return DocView(
+def _row_view(row: dict[str, Any]) -> dict[str, Any]:
+    """What a results row and a failures row show alike."""
+    return dict(
         doc_id=row["doc_id"],
         source_path=row.get("source_path") or "",
-        status="failed",
         schema_name=row.get("schema_name"),
         model=row.get("model"),
         run_id=row.get("run_id"),
         run_key=row.get("run_key"),
         doc_kind=row.get("doc_kind"),
         page_count=row.get("page_count"),
+        warnings=[str(w) for w in (row.get("warnings") or [])],
+    )
+
+
+def _failure_view(row: dict[str, Any]) -> DocView:
+    return DocView(
+        **_row_view(row),
+        status="failed",
         pages_used=None,
         when=_when(row.get("failed_at")),
-        warnings=[str(w) for w in (row.get("warnings") or [])],
         failure=FailureInfo(
             stage=str(row.get("stage") or ""),
             error_type=str(row.get("error_type") or ""),
